@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerate every figure: run each notebook in order with papermill (kernel `sharp`), in place, so the
+# committed outputs are this profile's; figures land in figures/ as PNG + PDF.
+#   bash run_all.sh                  # default profile (CPU minutes, shipped checkpoints)
+#   PROFILE=paper bash run_all.sh    # full scale, retrains, GPU recommended
+#   bash run_all.sh notebooks/04_trace_alignment.ipynb   # only some notebooks
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/setup_venv.sh
+PROFILE="${PROFILE:-default}"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+if [ "$#" -gt 0 ]; then nbs=("$@"); else nbs=(notebooks/[0-9][0-9]_*.ipynb); fi
+for nb in "${nbs[@]}"; do
+  echo "== $nb (profile=$PROFILE)"
+  start=$(date +%s)
+  papermill "$nb" "$nb" -k sharp -p profile "$PROFILE" --cwd notebooks --no-progress-bar
+  python scripts/clean_notebook.py "$nb"
+  echo "   done in $(( $(date +%s) - start )) s"
+done
+ls figures/

@@ -1,0 +1,132 @@
+"""Hessian-vector products of a score function, H v = ∇_x s(x) v (§3 and App. A.2 of Jeon et al. 2025).
+
+A *score function* here is any callable ``f`` mapping a batch ``x`` of shape (B, ...) to a batch of
+the same shape, with no interaction between samples (a UNet in eval mode qualifies).  Then the
+Jacobian-vector product of the batch is the batch of per-sample products, so every function below is
+batched over samples for free.
+
+Forward-mode AD and double backward have no flash / memory-efficient SDPA kernel, so exact products run
+inside :func:`math_attention`.  Finite differences run in the model's own dtype with any kernel.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.func import jacfwd, jvp, vjp
+
+ScoreFn = Callable[[Tensor], Tensor]
+
+FD_SCHEMES = ("forward", "central")
+
+
+@contextlib.contextmanager
+def math_attention():
+    """Force the math SDPA backend: the only one with forward-mode AD and double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def _per_sample_norm(x: Tensor) -> Tensor:
+    return x.flatten(1).norm(dim=1).reshape(x.shape[0], *([1] * (x.ndim - 1)))
+
+
+def hvp_jvp(f: ScoreFn, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact H v by forward-mode AD: returns (s(x), ∇s(x) v) (App. A.2 of Jeon et al. 2025)."""
+    with math_attention():  # contiguous(): jvp rejects broadcast (expanded) primals and tangents
+        return jvp(f, (x.contiguous(),), (v.to(x.dtype).contiguous(),))
+
+
+def vjp_transpose(f: ScoreFn, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Hᵀ u = (uᵀ ∇s(x))ᵀ by reverse-mode AD: returns (s(x), Hᵀ u). Needed because a learned H is not symmetric."""
+    with math_attention():
+        out, pullback = vjp(f, x)
+        return out, pullback(u.to(out.dtype))[0]
+
+
+def fd_step(x: Tensor, v: Tensor, scheme: str = "forward", rel_step: float | None = None) -> Tensor:
+    """Per-sample finite-difference step h = r (1 + ‖x‖) / ‖v‖.
+
+    r defaults to √u (forward) or ∛u (central), with u the unit roundoff of ``x.dtype``: the classic
+    choice balancing truncation against cancellation error.  h is in units of ‖v‖, so that the probe
+    x + h v moves by r(1 + ‖x‖) whatever the scale of v.
+    """
+    if scheme not in FD_SCHEMES:
+        raise ValueError(f"scheme {scheme!r} is unknown: use one of {FD_SCHEMES}")
+    if rel_step is None:
+        u = torch.finfo(x.dtype).eps
+        rel_step = u ** 0.5 if scheme == "forward" else u ** (1.0 / 3.0)
+    vn = _per_sample_norm(v).clamp_min(torch.finfo(v.dtype).tiny)
+    return rel_step * (1 + _per_sample_norm(x)) / vn
+
+
+def hvp_fd(
+    f: ScoreFn,
+    x: Tensor,
+    v: Tensor,
+    scheme: str = "forward",
+    rel_step: float | None = None,
+    fx: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Finite-difference H v: (s(x+hv) − s(x))/h or (s(x+hv) − s(x−hv))/2h; returns (s(x), H v).
+
+    Same form as the Taylor approximation of §5.1 of Jeon et al. 2025.  ``fx`` reuses a known s(x).
+    The step rule is :func:`fd_step`.
+    """
+    h = fd_step(x, v, scheme, rel_step)
+    if scheme == "forward":
+        if fx is None:
+            fx = f(x)
+        return fx, (f(x + h * v) - fx) / h
+    if fx is None:
+        fx = f(x)
+    return fx, (f(x + h * v) - f(x - h * v)) / (2 * h)
+
+
+def hvp(f: ScoreFn, x: Tensor, v: Tensor, method: str = "jvp", **kw) -> tuple[Tensor, Tensor]:
+    """H v by ``method`` in {'jvp', 'fd', 'fd-central'}; returns (s(x), H v)."""
+    if method == "jvp":
+        return hvp_jvp(f, x, v)
+    if method == "fd":
+        return hvp_fd(f, x, v, scheme="forward", **kw)
+    if method == "fd-central":
+        return hvp_fd(f, x, v, scheme="central", **kw)
+    raise ValueError(f"method {method!r} is unknown: use 'jvp', 'fd' or 'fd-central'")
+
+
+def dense_jacobian(f: ScoreFn, x: Tensor) -> Tensor:
+    """Oracle: the dense (d × d) Jacobian ∇s(x) of one sample x (no batch dim), d = x.numel()."""
+    shape = x.shape
+
+    def flat(z: Tensor) -> Tensor:
+        return f(z.reshape(1, *shape)).reshape(-1)
+
+    with math_attention():
+        return jacfwd(flat)(x.reshape(-1)).detach()
+
+
+def jacobian_operator(f: ScoreFn, x: Tensor, method: str = "jvp", **kw):
+    """(matvec, rmatvec, dim) acting on flat vectors for the Jacobian of ``f`` at one sample ``x`` (no batch dim).
+
+    ``rmatvec`` (the transpose, by vjp) is ``None`` for finite differences.
+    """
+    shape = x.shape
+    xb = x.unsqueeze(0)
+    fx = f(xb) if method.startswith("fd") else None
+
+    def matvec(v: Tensor) -> Tensor:
+        vb = v.reshape(1, *shape).to(device=x.device, dtype=x.dtype)
+        if method.startswith("fd"):
+            return hvp(f, xb, vb, method, fx=fx, **kw)[1].reshape(-1)
+        return hvp(f, xb, vb, method)[1].reshape(-1)
+
+    rmatvec = None
+    if method == "jvp":
+        def rmatvec(u: Tensor) -> Tensor:
+            return vjp_transpose(f, xb, u.reshape(1, *shape).to(device=x.device, dtype=x.dtype))[1].reshape(-1)
+
+    return matvec, rmatvec, x.numel()

@@ -1,0 +1,18 @@
+import torch
+import pytest
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(0)
+
+
+def mc_close(samples: torch.Tensor, expected: float, z: float = 4.5) -> tuple[bool, str]:
+    """Monte-Carlo mean of ``samples`` equals ``expected`` within ``z`` standard errors."""
+    samples = samples.double()
+    mean = samples.mean().item()
+    se = (samples.std() / samples.numel() ** 0.5).item()
+    ok = abs(mean - float(expected)) <= z * se
+    return ok, f"mean={mean:.6g} expected={float(expected):.6g} se={se:.3g}"

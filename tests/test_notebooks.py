@@ -1,0 +1,52 @@
+"""Notebook conventions, and every notebook executes headless in the smoke profile (papermill, kernel `sharp`)."""
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sharp_utils import paths
+
+NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    src = tagged[0].source
+    assert 'profile = "default"' in src and "seed" in src
+    assert nb.metadata.kernelspec["name"] == "sharp"
+    assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells)
+    assert "claim held" in text
+    # committed outputs come from the default profile
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    for c in injected:
+        assert 'profile = "default"' in c.source
+    # every savefig'd plotting cell ends with plt.show() and sets a figure size
+    for c in nb.cells:
+        if c.cell_type == "code" and "savefig(" in c.source:
+            assert c.source.rstrip().endswith("plt.show()")
+            assert "figsize" in c.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_smoke_profile_executes(path, tmp_path, monkeypatch):
+    import papermill as pm
+
+    monkeypatch.setenv("SHARP_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    out = tmp_path / path.name
+    pm.execute_notebook(str(path), str(out), parameters={"profile": "smoke"}, kernel_name="sharp",
+                        cwd=str(paths.NOTEBOOKS), progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "claim held" in printed
+    assert list((tmp_path / "figures").glob("*.png")) and list((tmp_path / "figures").glob("*.pdf"))
