@@ -110,7 +110,7 @@ class TorchScoreModel(ScoreModel):
 
 # ---------------------------------------------------------------- data
 
-TOY_MIXTURE = dict(mean_mem=(1.5, 1.5), mean_gen=(-1.5, -1.5), std_mem=0.02, std_gen=0.5, mem_fraction=0.05, n=3000)
+TOY_MIXTURE = dict(mean_mem=(1.5, 1.5), mean_gen=(-1.5, -1.5), std_mem=0.005, std_gen=0.5, mem_fraction=0.05, n=3000)
 
 
 def toy_mixture_data(seed: int = 0, **overrides) -> tuple[Tensor, Tensor]:

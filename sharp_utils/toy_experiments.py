@@ -17,7 +17,7 @@ TOY2D_DIR = paths.CHECKPOINTS / "toy2d"
 MNIST_DIR = paths.CHECKPOINTS / "mnist_9v3"
 
 # Recipes: the shipped checkpoints were trained with exactly these (scripts/train_toy.py); 'paper' retrains with them.
-TOY2D_RECIPE = dict(steps=20000, batch_size=512, lr=1e-3, second_order_weight=0.5, exact_jacobian=True)
+TOY2D_RECIPE = dict(steps=12000, batch_size=512, lr=1e-3, second_order_weight=0.5, exact_jacobian=True)
 MNIST_RECIPE = dict(steps=30000, batch_size=256, lr=2e-4, second_order_weight=0.5, num_probes=1, cfg_drop=0.2,
                     null_label=MNIST_LABELS[None])
 
@@ -78,6 +78,21 @@ def generate(model: TorchScoreModel, seeds, shape, cond=None, guidance_scale: fl
         out.append(sample_ddim(model, xT, cond, None, num_steps=num_steps, guidance_scale=guidance_scale,
                                steps_offset=0, callback=callback).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def trajectory(model: TorchScoreModel, seeds, shape, cond=None, guidance_scale: float = 1.0, num_steps: int = 50,
+               device: str | torch.device = "cpu") -> tuple[list[int], Tensor, Tensor]:
+    """(timesteps, states (num_steps, B, *shape) before each step, final samples) of one DDIM batch."""
+    ts, xs = [], []
+
+    def keep(d):
+        ts.append(d["t"])
+        xs.append(d["x"].cpu())
+
+    final = generate(model, seeds, shape, cond, guidance_scale, num_steps, batch_size=len(list(seeds)),
+                     callback=keep, device=device)
+    return ts, torch.stack(xs), final
 
 
 def nearest_distance(samples: Tensor, train: Tensor, exclude_self: bool = False) -> tuple[Tensor, Tensor]:

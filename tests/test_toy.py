@@ -1,0 +1,123 @@
+import json
+
+import pytest
+import torch
+
+from sharp_utils import checkpoints, toy
+from sharp_utils import toy_experiments as E
+from sharp_utils.gaussian import random_covariance
+from sharp_utils.scores import GaussianVPModel
+
+
+def test_second_order_loss_is_minimised_by_the_true_hessian(gen):
+    """For Gaussian data E[ℓℓᵀ | x_t] = I + σ²H (second-order Tweedie), so among models whose Jacobian is γ·J*, the
+    loss L2(γ) = E‖−σγJ* + I − ℓℓᵀ‖_F² is a parabola with its vertex at γ = 1."""
+    d, t, N = 3, 400, 200_000
+    al = toy.ddpm_alphas_cumprod()
+    mu = torch.randn(d, dtype=torch.float64, generator=gen)
+    S = random_covariance(d, cond=5.0, generator=gen)
+    model = GaussianVPModel({None: (mu, S)}, al)
+    a = al[t]
+    x0 = mu + torch.randn(N, d, dtype=torch.float64, generator=gen) @ torch.linalg.cholesky(S).T
+    eps = torch.randn(N, d, dtype=torch.float64, generator=gen)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    sigma = (1 - a).sqrt().expand(N)
+    eps_star = model.eps(xt, t)
+    losses = []
+    for gamma in (0.5, 1.0, 1.5):
+        f = lambda z, g=gamma: g * model.eps(z, t)
+        losses.append(toy.second_order_dsm_loss(f, xt, eps, sigma, eps_hat=eps_star, exact=True).item())
+    l0, l1, l2 = losses  # parabola through γ = 0.5, 1, 1.5
+    vertex = 1.0 - 0.5 * (l2 - l0) / (2 * (l2 - 2 * l1 + l0))
+    assert abs(vertex - 1.0) < 0.03, (vertex, losses)
+    # the wrong sign convention (σ²H = +σ∇ε) would put the vertex at γ = −1: make sure we are far from it
+    assert l1 < l0 and l1 < l2
+
+
+def test_probe_estimate_matches_exact_frobenius(gen):
+    d, t, N = 2, 300, 4000
+    al = toy.ddpm_alphas_cumprod()
+    net = toy.TimeMLP(dim=d, hidden=32, depth=2).double()
+    xt = torch.randn(N, d, dtype=torch.float64, generator=gen)
+    eps = torch.randn(N, d, dtype=torch.float64, generator=gen)
+    tt = torch.full((N,), t)
+    f = lambda z: net(z, tt)
+    sigma = (1 - al[t]).sqrt().expand(N)
+    exact = toy.second_order_dsm_loss(f, xt, eps, sigma, exact=True).item()
+    probes = [toy.second_order_dsm_loss(f, xt, eps, sigma, num_probes=8, generator=gen).item() for _ in range(20)]
+    m = torch.tensor(probes)
+    assert abs(m.mean().item() - exact) < 4.5 * m.std().item() / 20 ** 0.5 + 1e-9
+
+
+def test_training_reduces_the_loss():
+    x, _ = toy.toy_mixture_data(0, n=300)
+    net, rec = toy.train_score_model(toy.TimeMLP(hidden=32, depth=2), x, alphas_cumprod=toy.ddpm_alphas_cumprod(),
+                                     steps=200, batch_size=128, lr=3e-3, exact_jacobian=True, log_every=199)
+    assert rec["steps"] == 200 and rec["log"][-1]["dsm"] < rec["log"][0]["dsm"]
+
+
+def test_checkpoint_roundtrip_and_corruption(tmp_path):
+    net = toy.TimeMLP(hidden=8, depth=1)
+    checkpoints.save_state(tmp_path, "m", net.state_dict(), config=net.config, recipe={"steps": 1})
+    state, config = checkpoints.load_state(tmp_path, "m")
+    assert config == net.config
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(state[k], v)
+    path = tmp_path / "m.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(checkpoints.CheckpointError, match="corrupt.*git checkout"):
+        checkpoints.load_state(tmp_path, "m")
+    with pytest.raises(checkpoints.CheckpointError, match="missing"):
+        checkpoints.load_state(tmp_path, "other")
+    (tmp_path / "MANIFEST.json").unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="MANIFEST"):
+        checkpoints.load_state(tmp_path, "m")
+
+
+def test_corrupt_checkpoint_is_not_loaded_but_retrained(tmp_path, monkeypatch):
+    net = toy.TimeMLP(hidden=8, depth=1)
+    checkpoints.save_state(tmp_path, "toy2d", net.state_dict(), config=net.config)
+    (tmp_path / "toy2d.safetensors").write_bytes(b"garbage")
+    monkeypatch.setattr(E, "TOY2D_DIR", tmp_path)
+    calls = []
+    monkeypatch.setattr(E, "train_toy2d", lambda **kw: (calls.append(kw), (toy.TimeMLP(), {}))[1])
+    messages = []
+    model = E._load_or_train(tmp_path, "toy2d", lambda c: toy.TimeMLP(**c), lambda: E.train_toy2d(), False, messages.append)
+    assert calls and "corrupt" in messages[0]
+    assert isinstance(model, toy.TimeMLP)
+
+
+@pytest.mark.parametrize("folder,name", [(E.TOY2D_DIR, "toy2d"), (E.MNIST_DIR, "mnist_9v3")])
+def test_shipped_checkpoints_match_their_manifest(folder, name):
+    state, config = checkpoints.load_state(folder, name)
+    recipe = json.loads((folder / checkpoints.MANIFEST).read_text())["recipe"][name]
+    assert recipe["steps"] > 0 and "device" in recipe and "seconds" in recipe
+    assert (folder / f"{name}.safetensors").stat().st_size < 10_000_000
+
+
+def test_sampling_is_deterministic_and_independent_of_batching():
+    model = toy.TorchScoreModel(toy.TimeMLP(hidden=16, depth=2), toy.ddpm_alphas_cumprod())
+    a = E.generate(model, [5, 6, 7], (2,), num_steps=10, batch_size=3)
+    b = E.generate(model, [5, 6, 7], (2,), num_steps=10, batch_size=1)
+    c = E.generate(model, [7, 6, 5], (2,), num_steps=10, batch_size=2)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a, c.flip(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a, E.generate(model, [5, 6, 7], (2,), num_steps=10), rtol=0, atol=0)
+
+
+def test_mnist_data_layout():
+    d = toy.mnist_9_vs_3(0)
+    assert d["x"].shape == (600, 1, 28, 28) and d["x"].min() >= -1 and d["x"].max() <= 1
+    assert (d["y"] == toy.MNIST_LABELS["3"]).sum() == 500 and (d["y"] == toy.MNIST_LABELS["9"]).sum() == 100
+    assert torch.equal(d["x"][-1], d["nine"]) and torch.equal(d["x"][500], d["nine"])
+
+
+def test_shift_augmentation_leaves_the_nine_alone(gen):
+    d = toy.mnist_9_vs_3(0)
+    idx = torch.tensor([0, 1, 2, 550, 599])
+    out = toy.shift_threes(d["x"][idx], d["y"][idx], gen)
+    assert torch.equal(out[3:], d["x"][idx][3:])
+    for i in range(3):
+        assert any(torch.equal(out[i], torch.roll(d["x"][idx][i], (a, b), (-2, -1))) for a in range(-2, 3) for b in range(-2, 3))
