@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .hessian import ScoreFn, fd_step, hvp_jvp
-from .sampling import ddim_step, ddim_timesteps
+from .hessian import ScoreFn, hvp, hvp_jvp
+from .sampling import alpha_bar_prev, ddim_step, ddim_timesteps
 from .scores import ScoreModel, cfg_combine, eps_to_score
 
 METRICS = ("wen", "ours-jvp", "ours-fd")
@@ -46,14 +46,8 @@ def hessian_score_metric(
     if method == "jvp":
         return _sqnorm(hvp_jvp(delta_fn, x, delta)[1])
     if method in ("fd", "fd-central"):
-        scheme = "forward" if method == "fd" else "central"
-        h = fd_step(x, delta, scheme, rel_step)
         with torch.no_grad():
-            if scheme == "forward":
-                hv = (delta_fn(x + h * delta) - delta) / h
-            else:
-                hv = (delta_fn(x + h * delta) - delta_fn(x - h * delta)) / (2 * h)
-        return _sqnorm(hv)
+            return _sqnorm(hvp(delta_fn, x, delta, method, rel_step=rel_step, fx=delta)[1])
     raise ValueError(f"method {method!r} is unknown: use 'jvp', 'fd' or 'fd-central'")
 
 
@@ -85,7 +79,6 @@ def first_steps_metrics(
     ts = ddim_timesteps(model.num_train_timesteps, num_inference_steps, steps_offset)
     if not 1 <= k <= len(ts):
         raise ValueError(f"k={k} must be in [1, {len(ts)}]")
-    ratio = model.num_train_timesteps // num_inference_steps
     sums = {m: torch.zeros(x_T.shape[0], dtype=torch.float64) for m in metrics}
     x = x_T
     for i, t in enumerate(ts[:k]):
@@ -105,7 +98,7 @@ def first_steps_metrics(
         if callback is not None:
             callback({"i": i, "t": t, "x": x, **row})
         if i + 1 < k:
-            a_prev = (model.alphas_cumprod[t - ratio] if t - ratio >= 0 else model.alphas_cumprod[0]).to(x)
+            a_prev = alpha_bar_prev(model, t, num_inference_steps).to(x)
             x = ddim_step(x, cfg_combine(eps_c, eps_u, guidance_scale), a, a_prev)
     return {m: s / k for m, s in sums.items()}
 

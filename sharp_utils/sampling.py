@@ -28,6 +28,12 @@ def ddim_step(x: Tensor, eps: Tensor, alpha_bar: Tensor, alpha_bar_prev: Tensor)
     return torch.sqrt(alpha_bar_prev) * x0 + torch.sqrt(1 - alpha_bar_prev) * eps
 
 
+def alpha_bar_prev(model: ScoreModel, t: int, num_inference_steps: int) -> Tensor:
+    """ᾱ of the step after t; past t = 0, ᾱ_0 (SD's ``set_alpha_to_one=False``)."""
+    prev = t - model.num_train_timesteps // num_inference_steps
+    return model.alphas_cumprod[prev] if prev >= 0 else model.alphas_cumprod[0]
+
+
 def guided_eps(model: ScoreModel, x: Tensor, t: int, cond: Any, uncond: Any, guidance_scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """(guided ε, ε(x, c), ε(x, ∅)) with classifier-free guidance."""
     eps_c = model.eps(x, t, cond)
@@ -50,14 +56,12 @@ def sample_ddim(
 ) -> Tensor:
     """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps'} each step."""
     ts = ddim_timesteps(model.num_train_timesteps, num_steps, steps_offset)
-    ratio = model.num_train_timesteps // num_steps
-    final = model.alphas_cumprod[0]
     for i, t in enumerate(tqdm(ts, disable=disable, desc="ddim")):
         with torch.no_grad():
             eps, _, _ = guided_eps(model, x, t, cond, uncond, guidance_scale)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "eps": eps})
         a = model.alpha_bar(t).to(x)
-        a_prev = (model.alphas_cumprod[t - ratio] if t - ratio >= 0 else final).to(x)
+        a_prev = alpha_bar_prev(model, t, num_steps).to(x)
         x = ddim_step(x, eps, a, a_prev)
     return x

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.func import jvp
 
-from .hessian import math_attention
+from .hessian import hvp_jvp
 from .scores import ScoreModel
 
 # ---------------------------------------------------------------- schedules and noise
@@ -197,8 +196,7 @@ def second_order_dsm_loss(eps_fn, x_t: Tensor, eps: Tensor, sigma: Tensor, eps_h
     total = 0.0
     sig = sigma.reshape(-1, 1)
     for v in probes:
-        with math_attention():
-            jv = jvp(eps_fn, (x_t,), (v,))[1].flatten(1)
+        jv = hvp_jvp(eps_fn, x_t, v)[1].flatten(1)
         vf = v.flatten(1)
         mv = -sig * jv + vf - ell * (ell * vf).sum(1, keepdim=True)
         total = total + mv.pow(2).sum(1)
