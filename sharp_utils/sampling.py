@@ -14,6 +14,11 @@ from tqdm.auto import tqdm
 from .scores import ScoreModel, cfg_combine
 
 
+def per_sample_noise(seeds, shape: tuple[int, ...], dtype=torch.float32) -> Tensor:
+    """x_T for each seed from its own CPU ``torch.Generator``: results do not depend on batch size or order."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype) for s in seeds])
+
+
 def ddim_timesteps(num_train_timesteps: int, num_inference_steps: int, steps_offset: int = 1) -> list[int]:
     """The ``num_inference_steps`` timesteps of DDIM, largest first (diffusers 'leading' spacing)."""
     if not 1 <= num_inference_steps <= num_train_timesteps:
@@ -54,13 +59,13 @@ def sample_ddim(
     callback: Callable[[dict], None] | None = None,
     disable: bool | None = True,
 ) -> Tensor:
-    """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps'} each step."""
+    """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps', 'eps_c', 'eps_u'} each step."""
     ts = ddim_timesteps(model.num_train_timesteps, num_steps, steps_offset)
     for i, t in enumerate(tqdm(ts, disable=disable, desc="ddim")):
         with torch.no_grad():
-            eps, _, _ = guided_eps(model, x, t, cond, uncond, guidance_scale)
+            eps, eps_c, eps_u = guided_eps(model, x, t, cond, uncond, guidance_scale)
         if callback is not None:
-            callback({"i": i, "t": t, "x": x, "eps": eps})
+            callback({"i": i, "t": t, "x": x, "eps": eps, "eps_c": eps_c, "eps_u": eps_u})
         a = model.alpha_bar(t).to(x)
         a_prev = alpha_bar_prev(model, t, num_steps).to(x)
         x = ddim_step(x, eps, a, a_prev)

@@ -30,11 +30,6 @@ def ddpm_alphas_cumprod(num_train_timesteps: int = 1000, beta_start: float = 1e-
     return torch.cumprod(1 - betas, 0)
 
 
-def per_sample_noise(seeds, shape: tuple[int, ...], dtype=torch.float32) -> Tensor:
-    """x_T for each seed from its own ``torch.Generator``: results do not depend on batch size or order."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype) for s in seeds])
-
-
 # ---------------------------------------------------------------- networks
 
 

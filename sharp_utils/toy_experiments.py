@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from . import paths
-from .checkpoints import CheckpointError, load_state, save_state
-from .sampling import sample_ddim
+from .checkpoints import CheckpointError, load_state
+from .sampling import per_sample_noise, sample_ddim
 from .toy import (MNIST_LABELS, ClassUNet, TimeMLP, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3,
-                  per_sample_noise, shift_threes, toy_mixture_data, train_score_model)
+                  shift_threes, toy_mixture_data, train_score_model)
 
 TOY2D_DIR = paths.CHECKPOINTS / "toy2d"
 MNIST_DIR = paths.CHECKPOINTS / "mnist_9v3"
@@ -49,7 +49,7 @@ def _load_or_train(folder: Path, name: str, build, train, retrain: bool, log=pri
             return net.eval()
         except CheckpointError as e:
             log(f"{e} -> retraining from the fixed seed")
-    net, recipe = train()
+    net, _recipe = train()
     return net.eval()
 
 

@@ -1,0 +1,145 @@
+"""Result files: CSV appended row by row, resumable, shardable; and Table 1's evaluation of them.
+
+A run writes one row per (prompt, method, steps, n) and flushes it at once, so an interrupted run loses
+at most the row being written; rerunning skips the rows already there.  Under ``accelerate launch`` or
+``torchrun`` (``RANK``/``WORLD_SIZE`` set) each process takes every WORLD_SIZE-th prompt and writes
+``<stem>.rank<R>-of-<W>.csv``; :func:`read_results` merges the parts back.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+from .metrics import detection_report
+
+DETECT_COLUMNS = ("prompt_index", "prompt", "method", "steps", "n", "score", "seed", "seconds", "model", "dtype",
+                  "guidance_scale", "num_inference_steps")
+KEY = ("prompt_index", "prompt", "method", "steps", "n", "seed")
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be appended to or read; the message names the fix."""
+
+
+def shard() -> tuple[int, int]:
+    """(rank, world size) from the environment accelerate/torchrun set; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shard_path(out: str | Path, rank: int, world: int) -> Path:
+    out = Path(out)
+    return out if world == 1 else out.with_name(f"{out.stem}.rank{rank}-of-{world}{out.suffix or '.csv'}")
+
+
+def _key(row: dict) -> tuple:
+    return (int(row["prompt_index"]), str(row["prompt"]), str(row["method"]), int(row["steps"]), int(row["n"]),
+            int(row["seed"]))
+
+
+class ResultWriter:
+    """Append-only CSV with a fixed header; knows which keys are done (for resuming)."""
+
+    def __init__(self, path: str | Path, columns: Iterable[str] = DETECT_COLUMNS, key=_key):
+        self.path, self.columns, self.keyf = Path(path), tuple(columns), key
+        self.done: set = set()
+        if self.path.exists() and self.path.stat().st_size:
+            self._repair_partial_line()
+            with self.path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != self.columns:
+                    raise ResultFileError(
+                        f"{self.path}: its columns {reader.fieldnames} differ from {list(self.columns)}; "
+                        "write to a new --out file (or delete this one to start over)")
+                for row in reader:
+                    self.done.add(self.keyf(row))
+            self._f = self.path.open("a", newline="", encoding="utf-8")
+            self._w = csv.DictWriter(self._f, self.columns)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = self.path.open("w", newline="", encoding="utf-8")
+            self._w = csv.DictWriter(self._f, self.columns)
+            self._w.writeheader()
+            self._f.flush()
+
+    def _repair_partial_line(self) -> None:
+        """Drop a last line cut off by an interrupted write (no final newline): it is recomputed."""
+        data = self.path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        print(f"{self.path}: dropping an incomplete last line left by an interrupted run")
+        with self.path.open("r+b") as f:
+            f.truncate(cut)
+
+    def is_done(self, row: dict) -> bool:
+        return self.keyf(row) in self.done
+
+    def write(self, row: dict) -> None:
+        self._w.writerow({c: row.get(c, "") for c in self.columns})
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done.add(self.keyf(row))
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def result_parts(path: str | Path) -> list[Path]:
+    """``path`` itself if it exists, else its shard parts ``<stem>.rank*-of-*.csv``."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    parts = sorted(Path(p) for p in glob.glob(str(path.with_name(f"{path.stem}.rank*-of-*{path.suffix or '.csv'}"))))
+    if not parts:
+        raise ResultFileError(f"{path}: no such file and no shard parts {path.stem}.rank*-of-*.csv; run `sharp detect` first")
+    return parts
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """Rows of a result file or of its merged shard parts (duplicate keys kept once)."""
+    rows, seen = [], set()
+    for p in result_parts(path):
+        with p.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                k = _key(row)
+                if k not in seen:
+                    seen.add(k)
+                    rows.append(row)
+    return rows
+
+
+def evaluate_tables(mem_rows: list[dict], nmem_rows: list[dict]) -> list[dict]:
+    """Table 1's shape: one line per (method, steps, n) present in both files with AUC, TPR@1%/3%FPR, s/prompt."""
+    def group(rows):
+        g = defaultdict(list)
+        for r in rows:
+            g[(r["method"], int(r["steps"]), int(r["n"]))].append(r)
+        return g
+
+    gm, gn = group(mem_rows), group(nmem_rows)
+    out = []
+    for key in sorted(set(gm) & set(gn)):
+        rm, rn = gm[key], gn[key]
+        rep = detection_report([float(r["score"]) for r in rm], [float(r["score"]) for r in rn])
+        secs = [float(r["seconds"]) for r in rm + rn if r.get("seconds") not in (None, "")]
+        out.append({"method": key[0], "steps": key[1], "n": key[2], "auc": rep["auc"],
+                    "tpr@1%fpr": rep["tpr@1%fpr"], "tpr@3%fpr": rep["tpr@3%fpr"], "n_mem": rep["n_mem"],
+                    "n_nmem": rep["n_nmem"], "seconds_per_prompt": sum(secs) / len(secs) if secs else float("nan")})
+    return out
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| method | steps | n | AUC | TPR@1%FPR | TPR@3%FPR | mem | non-mem | s/prompt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    body = [f"| {r['method']} | {r['steps']} | {r['n']} | {r['auc']:.3f} | {r['tpr@1%fpr']:.3f} | {r['tpr@3%fpr']:.3f} | "
+            f"{r['n_mem']} | {r['n_nmem']} | {r['seconds_per_prompt']:.3g} |" for r in rows]
+    return "\n".join([head, *body])
