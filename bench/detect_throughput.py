@@ -37,7 +37,7 @@ ARCH = {"sd1": (SD1_UNET, "epsilon", 77), "sd2": (SD2_UNET, "v_prediction", 77)}
 ROUTES = ("wen", "jvp-official", "jvp-batched", "fd-batched")
 
 
-def build_model(arch: str, dtype: torch.dtype, device: str) -> PipelineScoreModel:
+def build_model(arch: str, dtype: torch.dtype, device: str, compile: bool = False) -> PipelineScoreModel:
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     if arch == "tiny":
@@ -51,6 +51,8 @@ def build_model(arch: str, dtype: torch.dtype, device: str) -> PipelineScoreMode
         pipe = SimpleNamespace(unet=unet, scheduler=DDIMScheduler(prediction_type=pred, **SD_SCHEDULER))
         m = PipelineScoreModel(pipe, arch)
         m._uncond = torch.zeros(1, L, cfg["cross_attention_dim"], device=device, dtype=dtype)  # ∅'s embedding
+    if compile:  # channels-last convolutions + inductor-fused GroupNorm/SiLU; not for the JVP routes
+        m.unet = torch.compile(m.unet.to(memory_format=torch.channels_last))
     return m
 
 
@@ -106,6 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts-per-batch", type=int, default=16)
     ap.add_argument("--fd-dtype", default="bfloat16" if cuda else "float32")
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (wen and fd-batched routes only)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect_throughput.csv"))
     args = ap.parse_args(argv)
     dev_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     new = not out.exists()
-    cols = ["date", "device", "arch", "route", "n", "dtype", "prompts_per_batch", "prompts_per_s", "peak_gib"]
+    cols = ["date", "device", "arch", "route", "n", "dtype", "prompts_per_batch", "prompts_per_s", "peak_gib", "compiled"]
     rows = []
     with out.open("a", newline="") as f:
         w = csv.DictWriter(f, cols)
@@ -122,7 +125,9 @@ def main(argv=None) -> int:
         for arch in args.arch.split(","):
             for route in args.routes.split(","):
                 dtype = getattr(torch, args.fd_dtype) if route in ("fd-batched", "wen") else torch.float32
-                model = build_model(arch, dtype, args.device)
+                if args.compile and "jvp" in route:
+                    continue
+                model = build_model(arch, dtype, args.device, args.compile)
                 for n in (int(v) for v in args.n.split(",")):
                     try:
                         pps, peak = time_route(model, route, n, args.prompts, args.prompts_per_batch, args.device)
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
                         torch.cuda.empty_cache()
                     row = dict(date=date, device=dev_name, arch=arch, route=route, n=n, dtype=str(dtype).split(".")[-1],
                                prompts_per_batch=1 if route == "jvp-official" else args.prompts_per_batch,
-                               prompts_per_s=f"{pps:.3g}", peak_gib=f"{peak:.3g}")
+                               prompts_per_s=f"{pps:.3g}", peak_gib=f"{peak:.3g}", compiled=int(args.compile))
                     w.writerow(row)
                     f.flush()
                     rows.append(row)

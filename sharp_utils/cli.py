@@ -1,4 +1,4 @@
-"""The ``sharp`` command line: ``detect``, ``evaluate``, ``prompts download``, ``info``.
+"""The ``sharp`` command line: ``detect``, ``evaluate``, ``mitigate``, ``plot-tradeoff``, ``prompts download``, ``info``.
 
 Errors the user can fix (a bad prompt file, missing weights, a mismatched result file) print one line
 naming the fix and exit with status 2.
@@ -92,6 +92,81 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_list(s: str) -> list[float]:
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: give numbers separated by commas, e.g. 7.6,8.2") from None
+
+
+def _mitigate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .mitigation_run import MITIGATION_METHODS, check_scorers, default_settings, reference_images, run_mitigation, sd_version
+    from .pipeline import load_pipeline
+    from .prompts import read_prompts
+    from .scoring import CLIPAlignmentScorer, PixelCopyScorer, SSCDCopyScorer
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    bad = [m for m in methods if m not in MITIGATION_METHODS]
+    if bad:
+        raise UserError(f"--method {','.join(bad)}: unknown; choose from {','.join(MITIGATION_METHODS)}")
+    if args.setting is not None and len(methods) > 1:
+        raise UserError("--setting applies to one method: give one --method, or leave --setting out for App. D.2's grids")
+    ps = read_prompts(args.prompts)
+    model = load_pipeline(args.model, dtype=args.dtype, device=args.device)
+    version = args.sd_version or sd_version(model)
+    plan = [("none", 0.0)] if args.baseline and "none" not in methods else []
+    for m in methods:
+        for s in (args.setting if args.setting is not None else default_settings(m, version, args.sail_loss)):
+            plan.append((m, s))
+    copy_scorer = (SSCDCopyScorer(args.sscd, device=model.device) if args.sscd
+                   else PixelCopyScorer() if args.copy_scorer == "pixel" else None)
+    align = CLIPAlignmentScorer(args.clip, device=model.device) if args.clip else None
+    refs = None
+    if copy_scorer is not None:
+        refdir = Path(args.references) if args.references else None
+        recs = ps.records or [None] * len(ps.prompts)
+        refs = [reference_images(recs[i], i, ps.path, refdir) for i in range(len(ps.prompts))]
+        check_scorers(copy_scorer, refs)
+        missing = [q for r in refs for q in r if not q.is_file()]
+        if missing:
+            raise UserError(f"{len(missing)} reference images do not exist, e.g. {missing[0]}: fix the paths")
+    if copy_scorer is None or align is None:
+        print("warning: " + ", ".join(x for x, s in (("no copy scorer (--sscd FILE or --copy-scorer pixel)", copy_scorer),
+                                                      ("no alignment scorer (--clip DIR)", align)) if s is None)
+              + ": those columns stay empty", file=sys.stderr)
+    sail_kw = {"alpha": args.alpha if args.alpha is not None else (0.05 if version == "sd1" else 0.01),
+               "loss": args.sail_loss, "budget": args.budget, "max_steps": args.sail_max_steps,
+               "fallback": not args.no_fallback, "num_inference_steps": args.num_inference_steps}
+    count = 0
+    for _ in run_mitigation(model, ps.prompts, plan, args.n, args.out, args.seed, copy_scorer, align, refs, sail_kw,
+                            model_name=args.model, progress=not args.quiet):
+        count += 1
+    print(f"{Path(args.out) / 'results.csv'}: {count} rows this run; images under {Path(args.out) / 'images'}")
+    return 0
+
+
+def _plot_tradeoff(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .mitigation_run import plot_grid, plot_tradeoff, read_mitigation
+    from .plotting import savefig
+
+    rows = read_mitigation(args.dir)
+    ax = plot_tradeoff(rows)
+    written = savefig(ax.figure, "tradeoff", directory=args.dir)
+    plt.close(ax.figure)
+    fig = plot_grid(rows, args.dir, n_prompts=args.grid_prompts)
+    written += savefig(fig, "grid", directory=args.dir)
+    plt.close(fig)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def _prompts_download(args: argparse.Namespace) -> int:
     from .prompts import download_sd_prompts
 
@@ -144,6 +219,45 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="also write the table as CSV")
     e.set_defaults(func=_evaluate)
 
+    from .mitigation_run import MITIGATION_METHODS
+
+    mt = sub.add_parser("mitigate", help="generate with SAIL or a baseline (Figure 6); PNGs + a resumable CSV",
+                        description="For every prompt and every (method, setting): n images (seeded per prompt and "
+                        "generation, shared by all methods) with copy and alignment scores, one CSV row per image in "
+                        "OUT/results.csv; rerunning skips finished groups. Without --setting each method runs App. D.2's "
+                        "five settings for the model's SD version.")
+    mt.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained) or hub id")
+    mt.add_argument("--prompts", required=True, help="prompt file (.txt or .jsonl; jsonl 'images' = training images)")
+    mt.add_argument("--method", default="sail", help=f"comma-separated, from {','.join(MITIGATION_METHODS)}")
+    mt.add_argument("--setting", type=_float_list, default=None,
+                    help="comma-separated: SAIL ℓ_thres | RTA/RNA tokens added | Wen ℓ_target | Ren C")
+    mt.add_argument("-n", "--n", dest="n", type=int, default=5, help="images per prompt and setting (default 5)")
+    mt.add_argument("--out", required=True, help="output folder (results.csv, images/)")
+    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the unmitigated generations")
+    mt.add_argument("--sd-version", choices=("sd1", "sd2"), default=None, help="App. D.2 defaults (default: from the scheduler)")
+    mt.add_argument("--sail-loss", choices=("paper", "official"), default="official",
+                    help="SAIL objective: the paper's ‖s^Δ(x+δŝ)−s^Δ(x)‖²+α‖x‖² or the official code's (default; "
+                    "the published ℓ_thres grids are on its scale)")
+    mt.add_argument("--alpha", type=float, default=None, help="SAIL's α (default 0.05 SD1 / 0.01 SD2)")
+    mt.add_argument("--budget", type=int, default=8, help="SAIL candidates optimised together")
+    mt.add_argument("--sail-max-steps", type=int, default=50, help="Adam steps per SAIL round")
+    mt.add_argument("--no-fallback", action="store_true", help="no raising of ℓ_thres by 0.1 every third round")
+    mt.add_argument("--sscd", default=None, help="SSCD TorchScript file for the copy score")
+    mt.add_argument("--copy-scorer", choices=("pixel",), default=None, help="model-free stand-in copy score")
+    mt.add_argument("--references", default=None, help="folder of training images <index>.png (jsonl 'index' or line)")
+    mt.add_argument("--clip", default=None, help="local CLIP folder (CLIPModel + CLIPProcessor) for the alignment score")
+    mt.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    mt.add_argument("--device", default=None)
+    mt.add_argument("--num-inference-steps", type=int, default=DEFAULT_STEPS)
+    mt.add_argument("--quiet", action="store_true", help="no progress bar")
+    mt.set_defaults(func=_mitigate)
+
+    pt = sub.add_parser("plot-tradeoff", help="Figure 6 (left) and a qualitative grid from a `sharp mitigate` folder")
+    pt.add_argument("dir", help="the --out folder of sharp mitigate")
+    pt.add_argument("--grid-prompts", type=int, default=4)
+    pt.set_defaults(func=_plot_tradeoff)
+
     pr = sub.add_parser("prompts", help="the paper's SD prompt sets")
     prs = pr.add_subparsers(dest="prompts_command", metavar="ACTION", required=True)
     dl = prs.add_parser("download", help="fetch sd1_mem.txt, sd1_nmem.txt, sd2_*.txt ... (needs network)")
@@ -158,13 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .mitigation import MitigationError
+    from .mitigation_run import MitigationSetupError
     from .pipeline import PipelineLoadError
     from .prompts import PromptFileError
     from .results import ResultFileError
+    from .scoring import ScorerError
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, PromptFileError, PipelineLoadError, ResultFileError) as e:
+    except (UserError, PromptFileError, PipelineLoadError, ResultFileError, MitigationError, MitigationSetupError,
+            ScorerError) as e:
         print(f"sharp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

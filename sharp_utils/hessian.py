@@ -128,12 +128,10 @@ def jacobian_operator(f: ScoreFn, x: Tensor, method: str = "jvp", **kw):
             return hvp(f, xb, vb, method, fx=fx, **kw)[1].reshape(-1)
         return hvp(f, xb, vb, method)[1].reshape(-1)
 
-    rmatvec = None
-    if method == "jvp":
-        def rmatvec(u: Tensor) -> Tensor:
-            return vjp_transpose(f, xb, u.reshape(1, *shape).to(device=x.device, dtype=x.dtype))[1].reshape(-1)
+    def transpose_matvec(u: Tensor) -> Tensor:
+        return vjp_transpose(f, xb, u.reshape(1, *shape).to(device=x.device, dtype=x.dtype))[1].reshape(-1)
 
-    return matvec, rmatvec, x.numel()
+    return matvec, (transpose_matvec if method == "jvp" else None), x.numel()
 
 
 def jacobian_batched(f: ScoreFn, x: Tensor) -> Tensor:

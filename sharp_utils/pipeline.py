@@ -80,6 +80,7 @@ class AttentionStore:
     # the tokens flagged in ``token_mask`` (B, L) bool, True = masked out
     bos_scale: float = 1.0
     token_mask: Tensor | None = None
+    rescale_active: bool = False  # set per UNet call: rescaling applies to conditional calls only
 
     def reset(self) -> None:
         self.token_means.clear()
@@ -107,11 +108,12 @@ class CrossAttentionProcessor:
         k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         v = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
         logits = torch.bmm(q, k.transpose(-1, -2)) * attn.scale
-        if store.bos_scale != 1.0:
+        rescale = store.rescale_active
+        if rescale and store.bos_scale != 1.0:
             scale = torch.ones(logits.shape[-1], dtype=logits.dtype, device=logits.device)
             scale[0] = store.bos_scale
             logits = logits * scale
-        if store.token_mask is not None:
+        if rescale and store.token_mask is not None:
             mask = store.token_mask.to(logits.device).repeat_interleave(attn.heads, dim=0)[:, None, :]
             logits = logits.masked_fill(mask, float("-inf"))
         probs = logits.float().softmax(dim=-1).to(q.dtype)
@@ -207,6 +209,7 @@ class PipelineScoreModel(ScoreModel):
     def model_output(self, x: Tensor, t: int, cond: Any = None) -> Tensor:
         B = x.shape[0]
         self.store.record = self._recording_cond and cond is not None  # Ren/Chen record the conditional pass
+        self.store.rescale_active = cond is not None
         if cond is None:
             cond = self.uncond_embedding.expand(B, -1, -1)
         elif cond.shape[0] != B:

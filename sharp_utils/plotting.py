@@ -6,11 +6,11 @@ from pathlib import Path
 from . import paths
 
 
-def savefig(fig, name: str, dpi: int = 150) -> list[Path]:
-    """Write ``figures/<name>.png`` and ``figures/<name>.pdf``; returns both paths."""
+def savefig(fig, name: str, dpi: int = 150, directory: str | Path | None = None) -> list[Path]:
+    """Write ``figures/<name>.png`` and ``figures/<name>.pdf`` (or into ``directory``); returns both paths."""
     out = []
     for ext in ("png", "pdf"):
-        p = paths.figure_path(name, ext)
+        p = paths.figure_path(name, ext) if directory is None else Path(directory) / f"{name}.{ext}"
         # fixed metadata so re-running a notebook does not change the PDF bytes
         meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
         fig.savefig(p, dpi=dpi, bbox_inches="tight", metadata=meta)

@@ -68,3 +68,25 @@ def save_tiny_pipeline(folder: str | Path, prediction_type: str = "epsilon", see
     folder = Path(folder)
     build_tiny_pipeline(prediction_type, seed).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A random-weight ``CLIPModel`` + ``CLIPProcessor`` saved with ``save_pretrained`` (tests of the CLIP scorer)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(16)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=image_size, patch_size=8),
+        projection_dim=16)
+    folder = Path(folder)
+    CLIPModel(cfg).save_pretrained(folder, safe_serialization=True)
+    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
+                                                            crop_size={"height": image_size, "width": image_size}),
+                         tokenizer=tok)
+    proc.save_pretrained(folder)
+    return folder

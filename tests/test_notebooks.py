@@ -1,8 +1,4 @@
 """Notebook conventions, and every notebook executes headless in the smoke profile (papermill, kernel `sharp`)."""
-import json
-import os
-from pathlib import Path
-
 import nbformat
 import pytest
 

@@ -1,0 +1,247 @@
+"""Figure 6's experiment: every (prompt, method, setting, generation) → an image, a copy score and an alignment score.
+
+Generation g of prompt p starts from x_T drawn with seed hash(seed, p, g) (:func:`prompt_seed`) for every
+method but SAIL (which replaces x_T), so the no-mitigation image and each mitigated image of the same
+(p, g) are directly comparable.  Rows are appended to ``DIR/results.csv`` one by one and a rerun skips the
+(prompt, method, setting) groups already complete; images go to ``DIR/images/<method>/<setting>/``.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .mitigation import (SAIL_DEFAULTS, generate, random_number_addition, random_token_addition, sail,
+                         summary_token_mask, wen_embedding_optimization, word_vocabulary)
+from .pipeline import PipelineScoreModel, prompt_seed
+from .results import ResultWriter
+from .scoring import AlignmentScorer, CopyScorer, ScorerError, copy_scores, load_image, save_image
+
+MITIGATION_METHODS = ("none", "sail", "rta", "rna", "wen", "ren")
+MITIGATION_COLUMNS = ("prompt_index", "prompt", "method", "setting", "generation", "seed", "used_prompt", "copy_score",
+                      "alignment", "prior_ratio", "opt_steps", "seconds", "image", "model", "copy_scorer",
+                      "alignment_scorer")
+# App. D.2's five settings per method and SD version.  SAIL's ℓ_thres grids are on the official loss's scale.
+SETTINGS = {
+    "sd1": {"sail": SAIL_DEFAULTS["sd1"]["thresholds"], "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
+            "wen": (1, 2, 3, 4, 5), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
+    "sd2": {"sail": SAIL_DEFAULTS["sd2"]["thresholds"], "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
+            "wen": (1, 1.25, 1.5, 1.75, 2), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
+}
+
+
+class MitigationSetupError(ValueError):
+    """A mitigation run that cannot start as asked; the message names the fix."""
+
+
+def sd_version(model: PipelineScoreModel) -> str:
+    """'sd2' for v-prediction pipelines (SD 2.x), 'sd1' otherwise — selects App. D.2's defaults."""
+    return "sd2" if model.prediction_type == "v_prediction" else "sd1"
+
+
+def default_settings(method: str, version: str, sail_loss: str = "official") -> tuple[float, ...]:
+    """App. D.2's grid for ``method``; SAIL's paper loss has none (its scale is α‖x_T‖² ≈ α·d)."""
+    if method not in MITIGATION_METHODS:
+        raise MitigationSetupError(f"method {method!r} is unknown: choose from {','.join(MITIGATION_METHODS)}")
+    if method == "sail" and sail_loss == "paper":
+        raise MitigationSetupError("SAIL's paper loss has no published ℓ_thres grid (the paper's grids are on the "
+                                   "official loss's scale): give --setting, or use --sail-loss official")
+    return SETTINGS[version][method]
+
+
+def fmt_setting(v: float) -> str:
+    return f"{float(v):g}"
+
+
+def _key(row: dict) -> tuple:
+    return (int(row["prompt_index"]), str(row["prompt"]), str(row["method"]), fmt_setting(row["setting"]),
+            int(row["generation"]), int(row["seed"]))
+
+
+def reference_images(record: dict | None, index: int, prompts_file: Path | None,
+                     references: Path | None) -> list[Path]:
+    """A prompt's training images: the record's 'images' (list) or 'image' (paths relative to the prompt file),
+    else ``references/<record index or line index>.{png,jpg,jpeg,webp}``; [] when there are none."""
+    rec = record or {}
+    listed = rec.get("images", rec.get("image"))
+    if listed:
+        base = prompts_file.parent if prompts_file else Path(".")
+        return [p if p.is_absolute() else base / p for p in map(Path, [listed] if isinstance(listed, str) else listed)]
+    if references is None:
+        return []
+    stem = str(rec.get("index", index))
+    return sorted(p for ext in ("png", "jpg", "jpeg", "webp") for p in references.glob(f"{stem}.{ext}"))
+
+
+def mitigate_prompt(model: PipelineScoreModel, prompt: str, method: str, setting: float, n: int, seed: int = 0,
+                    sail_kw: dict | None = None, vocab: list[str] | None = None) -> tuple[torch.Tensor, list[str], dict]:
+    """One prompt under one (method, setting): (latents (n, C, h, w), the prompt each generation used, extras)."""
+    x_T = model.initial_noise([prompt_seed(seed, prompt, g) for g in range(n)])
+    used = [prompt] * n
+    extra: dict = {"prior_ratio": [float("nan")] * n, "opt_steps": [0] * n}
+    if method == "none":
+        lat = generate(model, x_T, model.encode(used))
+    elif method == "sail":
+        kw = dict(sail_kw or {})
+        res = sail(model, prompt, n, float(setting), seed=seed, **kw)
+        extra = {"prior_ratio": res.prior_ratio, "opt_steps": res.steps}
+        lat = generate(model, res.x_T, model.encode(used))
+    elif method in ("rta", "rna"):
+        k = int(setting)
+        if method == "rta":
+            vocab = vocab or word_vocabulary(model.pipe.tokenizer)
+            used = [random_token_addition(prompt, k, vocab, prompt_seed(seed, prompt, g)) for g in range(n)]
+        else:
+            used = [random_number_addition(prompt, k, prompt_seed(seed, prompt, g)) for g in range(n)]
+        lat = generate(model, x_T, model.encode(used))
+    elif method == "wen":
+        emb, hist = wen_embedding_optimization(model, prompt, x_T, target=float(setting))
+        extra["opt_steps"] = [len(hist) - 1] * n
+        lat = generate(model, x_T, emb.expand(n, -1, -1))
+    elif method == "ren":
+        lat = generate(model, x_T, model.encode(used), bos_scale=float(setting),
+                       token_mask=summary_token_mask(model, used))
+    else:
+        raise MitigationSetupError(f"method {method!r} is unknown: choose from {','.join(MITIGATION_METHODS)}")
+    return lat, used, extra
+
+
+def run_mitigation(model: PipelineScoreModel, prompts: list[str], plan: list[tuple[str, float]], n: int,
+                   out_dir: str | Path, seed: int = 0, copy_scorer: CopyScorer | None = None,
+                   alignment_scorer: AlignmentScorer | None = None, references: list[list[Path]] | None = None,
+                   sail_kw: dict | None = None, prompt_indices: list[int] | None = None, model_name: str = "",
+                   progress: bool = False, log: Callable[[str], None] = print) -> Iterator[dict]:
+    """Run every (prompt, (method, setting)) of ``plan``; append rows to ``out_dir/results.csv``; yield them."""
+    out_dir = Path(out_dir)
+    idx = prompt_indices or list(range(len(prompts)))
+    refs_cache: dict[int, torch.Tensor | None] = {}
+    vocab = None
+    jobs = [(j, m, s) for j in range(len(prompts)) for m, s in plan]
+    with ResultWriter(out_dir / "results.csv", MITIGATION_COLUMNS, _key) as w:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(jobs), desc="mitigate", unit="setting")
+        for j, method, setting in jobs:
+            p, pi = prompts[j], idx[j]
+            rows = [{"prompt_index": pi, "prompt": p, "method": method, "setting": fmt_setting(setting),
+                     "generation": g, "seed": seed} for g in range(n)]
+            if all(w.is_done(r) for r in rows):
+                if bar:
+                    bar.update()
+                continue
+            if method == "rta" and vocab is None:
+                vocab = word_vocabulary(model.pipe.tokenizer)
+            t0 = time.perf_counter()
+            lat, used, extra = mitigate_prompt(model, p, method, setting, n, seed, sail_kw, vocab)
+            images = model.decode(lat)
+            secs = (time.perf_counter() - t0) / n
+            cs = [float("nan")] * n
+            if copy_scorer is not None and references is not None:
+                if j not in refs_cache:
+                    paths_j = references[j]
+                    refs_cache[j] = torch.stack([load_image(q) for q in paths_j]) if paths_j else None
+                    if refs_cache[j] is not None and refs_cache[j].shape[-2:] != images.shape[-2:]:
+                        refs_cache[j] = torch.nn.functional.interpolate(refs_cache[j], size=images.shape[-2:],
+                                                                        mode="bilinear", antialias=True)
+                cs = copy_scores(copy_scorer, images, [refs_cache[j]] * n).tolist()
+            al = alignment_scorer.score(images, [p] * n).tolist() if alignment_scorer is not None else [float("nan")] * n
+            for g, r in enumerate(rows):
+                img = out_dir / "images" / method / fmt_setting(setting) / f"{pi:05d}_g{g}.png"
+                save_image(images[g], img)
+                r.update(used_prompt=used[g], copy_score=f"{cs[g]:.6g}", alignment=f"{al[g]:.6g}",
+                         prior_ratio=f"{extra['prior_ratio'][g]:.6g}", opt_steps=extra["opt_steps"][g],
+                         seconds=f"{secs:.4g}", image=str(img.relative_to(out_dir)), model=model_name,
+                         copy_scorer=getattr(copy_scorer, "name", ""), alignment_scorer=getattr(alignment_scorer, "name", ""))
+                if not w.is_done(r):
+                    w.write(r)
+                yield r
+            if bar:
+                bar.update()
+        if bar:
+            bar.close()
+
+
+def read_mitigation(out_dir: str | Path) -> list[dict]:
+    path = Path(out_dir) / "results.csv"
+    if not path.is_file():
+        raise MitigationSetupError(f"{path}: not found; run `sharp mitigate --out {out_dir}` first")
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def tradeoff_points(rows: list[dict]) -> dict[str, list[tuple[float, float, float, int]]]:
+    """{method: [(setting, mean copy score, mean alignment, count), ...]} sorted by setting (NaNs ignored)."""
+    acc: dict = defaultdict(lambda: [0.0, 0, 0.0, 0])
+    for r in rows:
+        a = acc[(r["method"], float(r["setting"]))]
+        c, al = float(r["copy_score"]), float(r["alignment"])
+        if c == c:
+            a[0] += c
+            a[1] += 1
+        if al == al:
+            a[2] += al
+            a[3] += 1
+    out: dict = defaultdict(list)
+    for (m, s), (cs, cn, als, an) in sorted(acc.items()):
+        out[m].append((s, cs / cn if cn else float("nan"), als / an if an else float("nan"), max(cn, an)))
+    return dict(out)
+
+
+def plot_tradeoff(rows: list[dict], ax=None):
+    """Figure 6 (left): mean copy score vs mean alignment, a line per method through its settings, + no mitigation."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
+    pts = tradeoff_points(rows)
+    for m, vals in pts.items():
+        xs = [v[2] for v in vals]
+        ys = [v[1] for v in vals]
+        if m == "none":
+            ax.scatter(xs, ys, marker="*", s=160, color="k", zorder=5, label="no mitigation")
+            continue
+        ax.plot(xs, ys, marker="o", label=m.upper() if m != "sail" else "SAIL (ours)", lw=2 if m == "sail" else 1.2)
+        for s, y, x, _ in vals:
+            ax.annotate(f"{s:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("alignment (higher is better)")
+    ax.set_ylabel("copy score (lower is better)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generation: int = 0):
+    """Qualitative grid: for a few prompts, the unmitigated image and each method's middle setting, same seed."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    by = {(int(r["prompt_index"]), r["method"], float(r["setting"]), int(r["generation"])): r for r in rows}
+    prompts = sorted({k[0] for k in by})[:n_prompts]
+    methods = ["none"] + [m for m in MITIGATION_METHODS[1:] if any(k[1] == m for k in by)]
+    mid = {}
+    for m in methods:
+        s = sorted({k[2] for k in by if k[1] == m})
+        mid[m] = s[len(s) // 2] if s else None
+    fig, axes = plt.subplots(len(prompts), len(methods), figsize=(1.6 * len(methods), 1.6 * len(prompts)), squeeze=False)
+    for i, pi in enumerate(prompts):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            ax.axis("off")
+            r = by.get((pi, m, mid[m], generation))
+            if r is None:
+                continue
+            ax.imshow(load_image(out_dir / r["image"]).permute(1, 2, 0).numpy())
+            if i == 0:
+                ax.set_title(m if m == "none" else f"{m} {mid[m]:g}", fontsize=8)
+    return fig
+
+
+def check_scorers(copy_scorer, references: list[list[Path]] | None) -> None:
+    """Refuse a copy scorer with no reference images at all (every copy score would be empty)."""
+    if copy_scorer is not None and (references is None or not any(references)):
+        raise ScorerError("no reference (training) images found for any prompt: give a .jsonl with 'images' "
+                          "paths, or --references DIR holding <index>.png per prompt")
