@@ -69,6 +69,41 @@ def batches(model: PipelineScoreModel, n_prompts: int, n: int, per_batch: int, s
         yield Batch(model.initial_noise(seeds), cond, [str(p) for p, _ in chunk], lengths, lengths - 1)
 
 
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class BenchLog:
+    """Rows stamped with date and device, appended to a CSV (header once) as they come; a markdown table at the end."""
+
+    def __init__(self, out: str | Path, cols: list[str], device: str):
+        self.out, self.cols = Path(out), ["date", "device"] + cols
+        self.stamp = {"date": dt.date.today().isoformat(), "device": device_name(device)}
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.out.exists()
+        self._f = self.out.open("a", newline="")
+        self._w = csv.DictWriter(self._f, self.cols)
+        if new:
+            self._w.writeheader()
+        self.rows: list[dict] = []
+
+    def add(self, **row) -> None:
+        row = {**self.stamp, **row}
+        self._w.writerow(row)
+        self._f.flush()
+        self.rows.append(row)
+        print(row, flush=True)
+
+    def markdown(self, cols: list[str], headers: list[str]) -> None:
+        self._f.close()
+        print(f"\n{self.stamp['device']}, {self.stamp['date']}\n\n| " + " | ".join(headers) + " |\n|"
+              + "---|" * len(headers))
+        for r in self.rows:
+            print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -111,42 +146,28 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (wen and fd-batched routes only)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect_throughput.csv"))
     args = ap.parse_args(argv)
-    dev_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    date = dt.date.today().isoformat()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    cols = ["date", "device", "arch", "route", "n", "dtype", "prompts_per_batch", "prompts_per_s", "peak_gib", "compiled"]
-    rows = []
-    with out.open("a", newline="") as f:
-        w = csv.DictWriter(f, cols)
-        if new:
-            w.writeheader()
-        for arch in args.arch.split(","):
-            for route in args.routes.split(","):
-                dtype = getattr(torch, args.fd_dtype) if route in ("fd-batched", "wen") else torch.float32
-                if args.compile and "jvp" in route:
-                    continue
-                model = build_model(arch, dtype, args.device, args.compile)
-                for n in (int(v) for v in args.n.split(",")):
-                    try:
-                        pps, peak = time_route(model, route, n, args.prompts, args.prompts_per_batch, args.device)
-                    except torch.OutOfMemoryError:
-                        pps, peak = float("nan"), float("inf")
-                        torch.cuda.empty_cache()
-                    row = dict(date=date, device=dev_name, arch=arch, route=route, n=n, dtype=str(dtype).split(".")[-1],
-                               prompts_per_batch=1 if route == "jvp-official" else args.prompts_per_batch,
-                               prompts_per_s=f"{pps:.3g}", peak_gib=f"{peak:.3g}", compiled=int(args.compile))
-                    w.writerow(row)
-                    f.flush()
-                    rows.append(row)
-                    print(row, flush=True)
-                del model
-                if args.device.startswith("cuda"):
+    log = BenchLog(args.out, ["arch", "route", "n", "dtype", "prompts_per_batch", "prompts_per_s", "peak_gib", "compiled"],
+                   args.device)
+    for arch in args.arch.split(","):
+        for route in args.routes.split(","):
+            dtype = getattr(torch, args.fd_dtype) if route in ("fd-batched", "wen") else torch.float32
+            if args.compile and "jvp" in route:
+                continue
+            model = build_model(arch, dtype, args.device, args.compile)
+            for n in (int(v) for v in args.n.split(",")):
+                try:
+                    pps, peak = time_route(model, route, n, args.prompts, args.prompts_per_batch, args.device)
+                except torch.OutOfMemoryError:
+                    pps, peak = float("nan"), float("inf")
                     torch.cuda.empty_cache()
-    print(f"\n{dev_name}, {date}\n\n| arch | route | n | dtype | prompts/s | peak GiB |\n|---|---|---:|---|---:|---:|")
-    for r in rows:
-        print(f"| {r['arch']} | {r['route']} | {r['n']} | {r['dtype']} | {r['prompts_per_s']} | {r['peak_gib']} |")
+                log.add(arch=arch, route=route, n=n, dtype=str(dtype).split(".")[-1],
+                        prompts_per_batch=1 if route == "jvp-official" else args.prompts_per_batch,
+                        prompts_per_s=f"{pps:.3g}", peak_gib=f"{peak:.3g}", compiled=int(args.compile))
+            del model
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    log.markdown(["arch", "route", "n", "dtype", "prompts_per_s", "peak_gib"],
+                 ["arch", "route", "n", "dtype", "prompts/s", "peak GiB"])
     return 0
 
 

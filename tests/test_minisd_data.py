@@ -1,0 +1,104 @@
+"""MiniSD's data with ground truth: categories, duplication, templates, the fixed dev/eval split, caption encoding."""
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sharp_utils import minisd as M
+from sharp_utils import paths
+
+
+@pytest.fixture(scope="module")
+def data():
+    return M.build_data(seed=0)
+
+
+def test_categories_counts_and_split(data):
+    recs = data["records"]
+    cats = Counter(r["category"] for r in recs)
+    assert cats["em"] + cats["pm"] >= 100 and cats["nmem"] >= 200
+    for cat in cats:
+        split = Counter(r["split"] for r in recs if r["category"] == cat)
+        assert abs(split["dev"] - split["eval"]) <= 1
+    assert len({r["caption"] for r in recs}) == len(recs)  # no prompt in two categories or splits
+
+
+def test_em_images_are_duplicated_under_a_unique_caption(data):
+    ti, tc, caps = data["train_image"], data["train_caption"], data["captions"]
+    for r in (r for r in data["records"] if r["category"] == "em"):
+        c = caps.index(r["caption"])
+        assert set(ti[tc == c].tolist()) == set(r["train_ids"]) and len(r["train_ids"]) == 1
+        assert (tc == c).sum() == 40
+        # the image appears under no other caption
+        assert set(tc[ti == r["train_ids"][0]].tolist()) == {c}
+
+
+def test_pm_prompts_share_a_template_with_varying_content(data):
+    imgs = data["images"].astype(np.float32) / 255
+    for f in range(len(M.FRAMES)):
+        frame = M._frame(f)
+        mask = frame.max(0) > 0
+        ids = [i for r in data["records"] if r["category"] == "pm" and r["caption"].endswith(M.FRAMES[f]) for i in r["train_ids"]]
+        assert len(ids) == 80
+        # every image carries the frame exactly where the template has it (digits are drawn with max())
+        assert all((imgs[i][:, mask] >= frame[:, mask] - 1e-2).all() for i in ids)
+        # and the content varies: the images differ from each other
+        assert np.std(imgs[ids], axis=0).mean() > 0.05
+
+
+def test_prompt_files_are_the_fixed_split(data):
+    for split in ("dev", "eval"):
+        path = paths.PROMPTS / f"minisd_{split}.jsonl"
+        shipped = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert shipped == [r for r in data["records"] if r["split"] == split]
+
+
+def test_captions_fit_the_token_limit(data):
+    tok, _ = M.load_text_encoder()
+    lengths = [len(tok(r["caption"]).input_ids) for r in data["records"]]
+    assert max(lengths) <= M.MAX_TOKENS
+
+
+def test_checkpoint_assembles_into_a_diffusers_pipeline_that_load_pipeline_reads(tmp_path, data):
+    """A (random-weight) MiniSD checkpoint → pipeline_dir → load_pipeline: the text encoder path matches training's."""
+    import torch
+
+    from sharp_utils.checkpoints import save_state
+    from sharp_utils.pipeline import load_pipeline
+
+    torch.manual_seed(0)
+    unet, vae = M.build_unet(), M.build_vae()
+    vae.register_to_config(scaling_factor=0.7)
+    ck = tmp_path / "ck"
+    save_state(ck, "unet", unet.state_dict(), config=dict(unet.config))
+    save_state(ck, "vae", vae.state_dict(), config=dict(vae.config))
+    folder = M.pipeline_dir(ck, tmp_path / "pipe")
+    assert M.pipeline_dir(ck, tmp_path / "pipe") == folder  # cached by the manifest's hash
+    model = load_pipeline(folder, device="cpu")
+    assert model.latent_shape == (4, 8, 8) and model.num_cross_attention_layers == 11
+    assert model.max_tokens == M.MAX_TOKENS and model.pipe.vae.config.scaling_factor == 0.7
+    caps = [r["caption"] for r in data["records"][:3]] + [""]
+    tok, enc = M.load_text_encoder()
+    torch.testing.assert_close(model.encode(caps).float(), M.encode_captions(tok, enc, caps), rtol=1e-5, atol=1e-5)
+    x = model.initial_noise([0, 1])
+    torch.testing.assert_close(model.eps(x, 981, None), unet(x, 981, encoder_hidden_states=model.uncond_embedding.expand(2, -1, -1)).sample,
+                               rtol=1e-5, atol=1e-5)
+    assert model.decode(x).shape == (2, 3, 32, 32)
+
+
+def test_shipped_minisd_checkpoint_matches_its_manifest_and_loads():
+    import torch
+
+    from sharp_utils.checkpoints import load_state, read_manifest
+    from sharp_utils.pipeline import load_pipeline
+
+    man = read_manifest(M.CHECKPOINT)
+    assert set(man["files"]) == {"unet.safetensors", "vae.safetensors"}
+    assert sum(f["bytes"] for f in man["files"].values()) <= 40 * 2**20
+    for name in ("unet", "vae"):
+        load_state(M.CHECKPOINT, name)  # raises on a hash mismatch
+        assert man["recipe"][name]["steps"] > 0 and man["recipe"][name]["seconds"] > 0
+    model = load_pipeline(M.pipeline_dir(), device="cpu")
+    x = model.initial_noise([0])
+    assert torch.isfinite(model.eps(x, 981, model.encode(["a red handwritten seven"]))).all()
