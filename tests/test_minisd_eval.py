@@ -1,0 +1,152 @@
+"""MiniSD's evaluators (copy score ≈ SSCD, alignment ≈ CLIP score) and the experiment helpers of notebooks 03–06."""
+import numpy as np
+import pytest
+import torch
+
+from sharp_utils import minisd as M
+from sharp_utils import minisd_eval as E
+from sharp_utils import minisd_experiments as X
+from sharp_utils.hessian import dense_jacobian
+from sharp_utils.pipeline import PipelineScoreModel
+from sharp_utils.sampling import sample_ddim
+from sharp_utils.scoring import copy_scores
+from sharp_utils.tiny_sd import build_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def data():
+    return M.build_data(seed=0)
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    return E.load_evaluators()
+
+
+def test_parse_caption_reads_every_caption_pattern():
+    red, cyan = E.COLOUR_NAMES.index("red"), E.COLOUR_NAMES.index("cyan")
+    assert E.parse_caption("a red seven called quiet lantern") == {"digit": 7, "colour": red, "frame": 0}
+    assert E.parse_caption("a three inside the dotted ring") == {"digit": 3, "colour": None, "frame": 4}
+    assert E.parse_caption("cyan digit nine on a black background") == {"digit": 9, "colour": cyan, "frame": 0}
+    assert E.parse_caption("The number ZERO written in red ink 4821") == {"digit": 0, "colour": red, "frame": 0}
+
+
+def test_image_labels_match_the_construction(data):
+    lab = E.image_labels(data)
+    for r in data["records"]:
+        p = E.parse_caption(r["caption"])
+        for i in r["train_ids"][:3]:
+            assert int(lab["digit"][i]) == p["digit"] and int(lab["frame"][i]) == p["frame"]
+            if p["colour"] is not None:
+                assert int(lab["colour"][i]) == p["colour"]
+    # pixels agree with the colour label: the brightest pixel of a non-PM image has the colour's hue
+    imgs = torch.from_numpy(data["images"]).float() / 255
+    for i in range(100, 140):
+        if int(lab["frame"][i]) == 0:
+            rgb = imgs[i].flatten(1)[:, imgs[i].sum(0).flatten().argmax()]
+            ref = torch.tensor(M.COLOURS[E.COLOUR_NAMES[int(lab["colour"][i])]])
+            assert torch.allclose(rgb / rgb.max(), ref / ref.max(), atol=0.05)
+
+
+def test_template_score_oracle(data):
+    frames = E.frame_templates()
+    for f in range(1, 6):
+        assert E.template_score(frames[f - 1][None], f).item() == pytest.approx(1.0)
+        black = E.template_score(torch.zeros(1, 3, 32, 32), f).item()
+        mask = frames[f - 1].sum(0) > 0
+        assert black == pytest.approx(1 - frames[f - 1][:, mask].mean().item(), abs=1e-6)
+    lab = E.image_labels(data)
+    imgs = torch.from_numpy(data["images"]).float() / 255
+    pm = torch.nonzero(lab["frame"] > 0).flatten()[:50]
+    own = torch.stack([E.template_score(imgs[i:i + 1], int(lab["frame"][i]))[0] for i in pm])
+    assert (own > 0.95).all()
+
+
+def test_shipped_copy_scorer_separates_copies_from_other_images(data, scorers):
+    copy, _ = scorers
+    imgs = torch.from_numpy(data["images"])
+    perm = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(0))
+    held = perm[:200]  # a subset of the 500 images held out from training
+    v = E.validate_copy(copy, imgs, held)
+    assert v["exact_min"] > 0.9999
+    assert v["auc_light_vs_other"] > 0.97 and v["light_frac_above"] > 0.8
+    assert 0.5 < copy.threshold < 1.0
+    # through the generic interface: an image vs references that contain it
+    x = imgs[held[:3]].float() / 255
+    s = copy_scores(copy, x, [imgs[perm[500:503]].float() / 255, x[1:2], torch.cat([x[2:3], x[0:1]])])
+    assert s[1] == pytest.approx(1.0, abs=1e-5) and s[2] == pytest.approx(1.0, abs=1e-5) and s[0] < 0.999
+
+
+def test_shipped_alignment_scorer_separates_matched_from_mismatched(data, scorers):
+    _, align = scorers
+    imgs = torch.from_numpy(data["images"])
+    lab = E.image_labels(data)
+    held = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(0))[:200]
+    v = E.validate_alignment(align, imgs, lab, held)
+    assert v["auc_matched_vs_mismatched"] > 0.98 and v["accuracy"]["digit"] > 0.93
+    # the score is the mean probability of the stated attributes (oracle from probabilities())
+    x = imgs[held[:2]].float() / 255
+    p = align.probabilities(x)
+    caps = ["a red seven called quiet lantern", "a three inside the dotted ring"]
+    want = [(p["digit"][0, 7] + p["colour"][0, E.COLOUR_NAMES.index("red")] + p["frame"][0, 0]) / 3,
+            (p["digit"][1, 3] + p["frame"][1, 4]) / 2]
+    assert torch.allclose(align.score(x, caps), torch.stack(want))
+    with pytest.raises(ValueError, match="captions"):
+        align.score(x, caps[:1])
+
+
+def test_prompt_records_and_pick():
+    recs = X.prompt_records("minisd", "eval")
+    assert {r["category"] for r in recs} == {"em", "pm", "nmem"}
+    a, b = X.pick(recs, 3, seed=1), X.pick(recs, 3, seed=1)
+    assert a == b and [r["category"] for r in a].count("pm") == 3 and len(a) == 9
+    with pytest.raises(ValueError, match="dev"):
+        X.prompt_records("minisd", "test")
+
+
+def test_sd_prompt_records_read_the_paper_sets():
+    from sharp_utils import paths
+    if not (paths.sd_prompts_dir() / "sd1_mem.txt").exists():
+        pytest.skip("the paper's SD prompt sets are not beside this checkout")
+    recs = X.prompt_records("/some/sd/folder", version="sd1")
+    assert sum(r["category"] == "mem" for r in recs) == 500 and sum(r["category"] == "nmem" for r in recs) == 500
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # 4×4×4 latents (d = 64): a full Krylov space stays cheap
+    pipe = build_tiny_pipeline(sample_size=4)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.eval().requires_grad_(False)
+    return PipelineScoreModel(pipe)
+
+
+def test_score_jacobian_equals_dense_jacrev_and_arnoldi_recovers_it(tiny):
+    x = tiny.initial_noise([3])[0]
+    cond = tiny.encode(["a red seven"])
+    t = 501
+    J = X.score_jacobian(tiny, x, t, cond)
+    oracle = dense_jacobian(tiny.score_fn(t, cond), x)
+    assert torch.allclose(J, oracle, rtol=1e-4, atol=1e-4 * oracle.abs().max().item())
+    full = X.eigenvalues(J)
+    assert np.allclose(full, np.sort(np.linalg.eigvals(oracle.double().numpy()).real), atol=1e-4 * np.abs(full).max())
+    d = x.numel()
+    ritz = X.arnoldi_eigenvalues(tiny, x, t, cond, k=10, num_iter=d)  # full Krylov space: exact
+    ev = np.linalg.eigvals(oracle.double().numpy())  # complex: select by modulus, compare real parts
+    top = np.sort(ev[np.argsort(-np.abs(ev), kind="stable")[:10]].real)
+    assert np.allclose(ritz, top, rtol=1e-3, atol=1e-3 * np.abs(top).max())
+    assert np.allclose(X.spectrum(tiny, x, t, cond), full)
+
+
+def test_path_points_follow_the_sampler(tiny):
+    x_T = tiny.initial_noise([5, 6])
+    cond = tiny.encode(["a", "b"])
+    seen = {}
+    sample_ddim(tiny, x_T, cond, None, 10, 7.5, tiny.steps_offset,
+                callback=lambda info: seen.__setitem__(info["i"], (info["t"], info["x"].clone())))
+    pts = X.path_points(tiny, x_T, cond, [0, 4, 9], num_steps=10)
+    assert sorted(pts) == [0, 4, 9]
+    for i, (t, x) in pts.items():
+        assert t == seen[i][0] and torch.allclose(x, seen[i][1], atol=1e-6)
+    with pytest.raises(ValueError, match="step indices"):
+        X.path_points(tiny, x_T, cond, [10], num_steps=10)
