@@ -150,6 +150,16 @@ def augment(x: Tensor, gen: torch.Generator, overlays: bool = True, strength: fl
 # ---------------------------------------------------------------- training
 
 
+def _update(opt, sched, loss: Tensor, log: list, step: int, steps: int, log_every: int) -> None:
+    """One optimiser + schedule step; logs the loss every ``log_every`` steps and at the last."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    if step % log_every == 0 or step == steps - 1:
+        log.append([step, round(float(loss.detach()), 4)])
+
+
 def train_copy_net(images: Tensor, groups: Tensor, steps: int = 1500, batch: int = 256, lr: float = 2e-3,
                    tau: float = 0.1, seed: int = 0, log_every: int = 100) -> tuple[CopyNet, dict]:
     """Instance discrimination (NT-Xent, temperature ``tau``) on two augmented views of each image (uint8 (N,3,32,32)).
@@ -178,12 +188,7 @@ def train_copy_net(images: Tensor, groups: Tensor, steps: int = 1500, batch: int
         same[torch.arange(2 * batch), target] = False
         sim = sim.masked_fill(same, -1e9)  # a duplicate draw of the same image is not a negative
         loss = F.cross_entropy(sim, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % log_every == 0 or step == steps - 1:
-            log.append([step, round(float(loss.detach()), 4)])
+        _update(opt, sched, loss, log, step, steps, log_every)
     return net.eval().requires_grad_(False), {"steps": steps, "batch": batch, "lr": lr, "tau": tau, "log": log,
                                                "objective": "NT-Xent instance discrimination, two augmented views"}
 
@@ -202,12 +207,7 @@ def train_attribute_net(images: Tensor, labels: dict[str, Tensor], train_idx: Te
         idx = train_idx[torch.randint(0, len(train_idx), (batch,), generator=gen)]
         out = net(augment(x_all[idx], gen, overlays=False, strength=0.6))
         loss = sum(F.cross_entropy(out[k], labels[k][idx]) for k in out)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % log_every == 0 or step == steps - 1:
-            log.append([step, round(float(loss.detach()), 4)])
+        _update(opt, sched, loss, log, step, steps, log_every)
     return net.eval().requires_grad_(False), {"steps": steps, "batch": batch, "lr": lr, "log": log,
                                                "objective": "sum of digit, colour and frame cross-entropies"}
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import paths
-from .hessian import hvp_jvp
+from .hessian import dense_jacobian, hvp_jvp
 from .pipeline import PipelineScoreModel, load_pipeline, prompt_seed
 from .sampling import ddim_timesteps, sample_ddim
 from .spectrum import top_eigenvalues
@@ -157,15 +157,8 @@ def _ddim_one(model, x, t, cond, num_steps, guidance_scale):
 
 def score_jacobian(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None) -> Tensor:
     """Dense Jacobian (d × d) of x ↦ s_θ(x_t, c) at one latent ``x`` (no batch dim): H_θ(x_t, c) of Jeon et al.
-    2025, by d forward-mode products in one batch (exact; d = 256 for MiniSD)."""
-    d = x.numel()
-    f = model.score_fn(t, cond)
-    X = x.unsqueeze(0).expand(d, *x.shape).contiguous()
-    V = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, *x.shape)
-    cols = []
-    for i in range(0, d, 128):
-        cols.append(hvp_jvp(f, X[i:i + 128], V[i:i + 128])[1].detach().reshape(-1, d))
-    return torch.cat(cols).T  # row i of the batch is J e_i, a column of J
+    2025, exact, by reverse mode (``hessian.dense_jacobian``; 3.4× faster than 256 batched JVPs for MiniSD's d = 256)."""
+    return dense_jacobian(model.score_fn(t, cond), x)
 
 
 def eigenvalues(J: Tensor) -> np.ndarray:
@@ -192,3 +185,40 @@ def spectrum(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, 
     if x.numel() <= dense_max:
         return eigenvalues(score_jacobian(model, x, t, cond))
     return arnoldi_eigenvalues(model, x, t, cond, k=k)
+
+
+def sail_initial_losses(model: PipelineScoreModel, prompts: list[str], budget: int = 8, alpha: float = 0.05,
+                        loss: str = "official", seed: int = 0, num_inference_steps: int = 50) -> Tensor:
+    """SAIL's objective at the un-optimised candidates of round 0, (P, budget): what ℓ_thres is compared with."""
+    from .mitigation import sail_objective
+
+    t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
+    out = []
+    for p in prompts:
+        seeds = [prompt_seed(seed, f"{p}\x1fsail-round-0", c) for c in range(budget)]
+        x = model.initial_noise(seeds)
+        with torch.no_grad():
+            out.append(sail_objective(model, x, t, model.encode([p]).expand(budget, -1, -1), alpha, loss).float().cpu())
+    return torch.stack(out)
+
+
+def calibrate_sail_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
+                        **kw) -> tuple[float, ...]:
+    """MiniSD's ℓ_thres grid: quantiles of SAIL's initial objective over *non-memorized* prompts, i.e. "as smooth
+    as a typical non-memorized prompt" at several strictness levels (lower = stronger mitigation)."""
+    L = sail_initial_losses(model, nonmemorized, **kw).flatten()
+    return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
+
+
+def wen_initial_metric(model: PipelineScoreModel, prompts: list[str], n: int = 8, seed: int = 0,
+                       num_inference_steps: int = 50) -> Tensor:
+    """Wen et al.'s ‖ε(x_T, c) − ε(x_T, ∅)‖ at the first step for n seeded x_T per prompt, (P, n): the quantity
+    their embedding optimisation drives below ℓ_target."""
+    t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
+    out = []
+    for p in prompts:
+        x = model.initial_noise([prompt_seed(seed, p, g) for g in range(n)])
+        with torch.no_grad():
+            d = model.eps(x, t, model.encode([p]).expand(n, -1, -1)) - model.eps(x, t, None)
+        out.append(d.flatten(1).norm(dim=1).float().cpu())
+    return torch.stack(out)

@@ -6,7 +6,7 @@ import torch
 from sharp_utils import minisd as M
 from sharp_utils import minisd_eval as E
 from sharp_utils import minisd_experiments as X
-from sharp_utils.hessian import dense_jacobian
+from sharp_utils.hessian import jacobian_batched
 from sharp_utils.pipeline import PipelineScoreModel
 from sharp_utils.sampling import sample_ddim
 from sharp_utils.scoring import copy_scores
@@ -121,12 +121,12 @@ def tiny():
     return PipelineScoreModel(pipe)
 
 
-def test_score_jacobian_equals_dense_jacrev_and_arnoldi_recovers_it(tiny):
+def test_score_jacobian_equals_forward_mode_and_arnoldi_recovers_it(tiny):
     x = tiny.initial_noise([3])[0]
     cond = tiny.encode(["a red seven"])
     t = 501
     J = X.score_jacobian(tiny, x, t, cond)
-    oracle = dense_jacobian(tiny.score_fn(t, cond), x)
+    oracle = jacobian_batched(tiny.score_fn(t, cond), x[None])[0]  # d forward-mode products
     assert torch.allclose(J, oracle, rtol=1e-4, atol=1e-4 * oracle.abs().max().item())
     full = X.eigenvalues(J)
     assert np.allclose(full, np.sort(np.linalg.eigvals(oracle.double().numpy()).real), atol=1e-4 * np.abs(full).max())
@@ -150,3 +150,14 @@ def test_path_points_follow_the_sampler(tiny):
         assert t == seen[i][0] and torch.allclose(x, seen[i][1], atol=1e-6)
     with pytest.raises(ValueError, match="step indices"):
         X.path_points(tiny, x_T, cond, [10], num_steps=10)
+
+
+def test_minisd_grids_are_the_dev_split_calibration():
+    """SETTINGS['minisd'] holds exactly what the documented calibration computes on the dev split."""
+    from sharp_utils.mitigation_run import SETTINGS
+
+    model = X.load_model("minisd")
+    nm = [r["caption"] for r in X.prompt_records("minisd", "dev") if r["category"] == "nmem"]
+    assert X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official") == pytest.approx(SETTINGS["minisd"]["sail"], abs=2e-3)
+    q = torch.quantile(X.wen_initial_metric(model, nm).flatten(), torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9]))
+    assert q.tolist() == pytest.approx(SETTINGS["minisd"]["wen"], abs=2e-3)
