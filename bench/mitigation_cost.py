@@ -29,7 +29,9 @@ from sharp_utils.pipeline import load_pipeline, PipelineScoreModel  # noqa: E402
 def _model(arch: str, dtype: torch.dtype, device: str) -> PipelineScoreModel:
     if arch in ("sd1", "sd2", "tiny"):
         return build_model(arch, dtype, device)
-    return PipelineScoreModel(load_pipeline(arch, dtype=dtype, device=device), arch)
+    model = load_pipeline(arch, dtype=dtype, device=device)  # already a PipelineScoreModel
+    model.name = arch
+    return model
 
 
 def _cond(model: PipelineScoreModel, seed: int) -> torch.Tensor:
