@@ -215,6 +215,14 @@ def train_attribute_net(images: Tensor, labels: dict[str, Tensor], train_idx: Te
 # ---------------------------------------------------------------- scorers
 
 
+def _batched(net: nn.Module, images: Tensor, chunk: int = 512) -> list:
+    """``net`` over (B, 3, H, W) images in [0, 1], resized to 32×32 when needed, in chunks (CPU)."""
+    x = images.float().cpu()
+    if x.shape[-2:] != (32, 32):
+        x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    return [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+
+
 class MiniSDCopyScorer:
     """SSCD analogue for MiniSD (see the module docstring); ``embed`` takes (B, 3, 32, 32) images in [0, 1]."""
 
@@ -225,10 +233,7 @@ class MiniSDCopyScorer:
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
-        x = images.float().cpu()
-        if x.shape[-2:] != (32, 32):
-            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-        return torch.cat([self.net(x[i:i + 512]) for i in range(0, len(x), 512)])
+        return torch.cat(_batched(self.net, images))
 
 
 class MiniSDAlignmentScorer:
@@ -241,10 +246,7 @@ class MiniSDAlignmentScorer:
 
     @torch.no_grad()
     def probabilities(self, images: Tensor) -> dict[str, Tensor]:
-        x = images.float().cpu()
-        if x.shape[-2:] != (32, 32):
-            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-        out = [self.net(x[i:i + 512]) for i in range(0, len(x), 512)]
+        out = _batched(self.net, images)
         return {k: torch.cat([o[k] for o in out]).softmax(1) for k in out[0]}
 
     def score(self, images: Tensor, prompts: list[str]) -> Tensor:

@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 from . import paths
-from .hessian import dense_jacobian, hvp_jvp
+from .hessian import dense_jacobian, jacobian_operator
+from .metrics import wen_metric
+from .mitigation import generate
 from .pipeline import PipelineScoreModel, load_pipeline, prompt_seed
 from .sampling import ddim_timesteps, sample_ddim
 from .spectrum import top_eigenvalues
@@ -34,11 +36,6 @@ def load_model(model: str = MINISD, device: str | None = None, dtype: str = "flo
 
         return load_pipeline(pipeline_dir(), dtype=dtype, device=device or "cpu")
     return load_pipeline(model, dtype=dtype, device=device)
-
-
-def sd_version(model: PipelineScoreModel) -> str:
-    """'sd2' for v-prediction pipelines, 'sd1' otherwise (which prompt set of the paper applies)."""
-    return "sd2" if model.prediction_type == "v_prediction" else "sd1"
 
 
 def prompt_records(model: str = MINISD, split: str = "eval", version: str = "sd1") -> list[dict]:
@@ -92,9 +89,7 @@ def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed:
         chunk = items[i:i + batch]
         x = model.initial_noise([prompt_seed(seed, p, g) for p, g in chunk])
         cond = model.encode([p for p, _ in chunk])
-        with torch.no_grad():
-            z = sample_ddim(model, x, cond, None, num_steps, guidance_scale, model.steps_offset)
-        out.append(model.decode(z))
+        out.append(model.decode(generate(model, x, cond, guidance_scale, num_steps)))
     return torch.cat(out)
 
 
@@ -129,7 +124,6 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
 def path_points(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, step_indices: list[int], num_steps: int = 50,
                 guidance_scale: float = 7.5) -> dict[int, tuple[int, Tensor]]:
     """{step index i: (timestep t_i, x_{t_i})} on the guided DDIM path from ``x_T`` (i = 0 is x_T at t = T−1 … )."""
-    ts = ddim_timesteps(model.num_train_timesteps, num_steps, model.steps_offset)
     want = sorted(set(int(i) for i in step_indices))
     if want and (want[0] < 0 or want[-1] >= num_steps):
         raise ValueError(f"step indices {want} must lie in [0, {num_steps - 1}]")
@@ -139,20 +133,9 @@ def path_points(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, step_indic
         if info["i"] in want:
             got[info["i"]] = (int(info["t"]), info["x"].clone())
 
-    x = x_T
-    for i, t in enumerate(ts[:want[-1] + 1] if want else []):
-        keep({"i": i, "t": t, "x": x})
-        if i < want[-1]:
-            x = _ddim_one(model, x, t, cond, num_steps, guidance_scale)
+    if want:
+        sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, model.steps_offset, callback=keep)
     return got
-
-
-def _ddim_one(model, x, t, cond, num_steps, guidance_scale):
-    from .sampling import alpha_bar_prev, ddim_step, guided_eps
-
-    with torch.no_grad():
-        eps, _, _ = guided_eps(model, x, t, cond, None, guidance_scale)
-    return ddim_step(x, eps, model.alpha_bar(t).to(x), alpha_bar_prev(model, t, num_steps).to(x))
 
 
 def score_jacobian(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None) -> Tensor:
@@ -169,13 +152,8 @@ def eigenvalues(J: Tensor) -> np.ndarray:
 def arnoldi_eigenvalues(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50,
                         num_iter: int | None = None, seed: int = 0) -> np.ndarray:
     """The k largest-magnitude eigenvalues of H_θ(x_t, c) by Algorithm 1 (Arnoldi with JVP products)."""
-    f = model.score_fn(t, cond)
-    shape = x.shape
-
-    def mv(v: Tensor) -> Tensor:
-        return hvp_jvp(f, x.unsqueeze(0), v.reshape(1, *shape).to(x))[1].detach().reshape(-1).double()
-
-    vals = top_eigenvalues(mv, x.numel(), k, "arnoldi", num_iter=num_iter, generator=torch.Generator().manual_seed(seed))
+    matvec, _, d = jacobian_operator(model.score_fn(t, cond), x, "jvp")
+    vals = top_eigenvalues(matvec, d, k, "arnoldi", num_iter=num_iter, generator=torch.Generator().manual_seed(seed))
     return np.sort(vals.numpy())
 
 
@@ -190,13 +168,12 @@ def spectrum(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, 
 def sail_initial_losses(model: PipelineScoreModel, prompts: list[str], budget: int = 8, alpha: float = 0.05,
                         loss: str = "official", seed: int = 0, num_inference_steps: int = 50) -> Tensor:
     """SAIL's objective at the un-optimised candidates of round 0, (P, budget): what ℓ_thres is compared with."""
-    from .mitigation import sail_objective
+    from .mitigation import sail_objective, sail_seeds
 
     t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
     out = []
     for p in prompts:
-        seeds = [prompt_seed(seed, f"{p}\x1fsail-round-0", c) for c in range(budget)]
-        x = model.initial_noise(seeds)
+        x = model.initial_noise(sail_seeds(p, 0, budget, seed))
         with torch.no_grad():
             out.append(sail_objective(model, x, t, model.encode([p]).expand(budget, -1, -1), alpha, loss).float().cpu())
     return torch.stack(out)
@@ -219,6 +196,6 @@ def wen_initial_metric(model: PipelineScoreModel, prompts: list[str], n: int = 8
     for p in prompts:
         x = model.initial_noise([prompt_seed(seed, p, g) for g in range(n)])
         with torch.no_grad():
-            d = model.eps(x, t, model.encode([p]).expand(n, -1, -1)) - model.eps(x, t, None)
-        out.append(d.flatten(1).norm(dim=1).float().cpu())
+            d = model.delta_fn(t, model.encode([p]).expand(n, -1, -1), None, "eps")(x)
+        out.append(wen_metric(d).float().cpu())
     return torch.stack(out)

@@ -59,6 +59,11 @@ def sail_objective(model, x: Tensor, t: int, cond: Tensor, alpha: float, loss: s
     return d1.flatten(1).norm(dim=1) + alpha * xn
 
 
+def sail_seeds(prompt: str, rnd: int, budget: int, seed: int = 0) -> list[int]:
+    """Seeds of SAIL's ``budget`` candidate x_T in round ``rnd`` (independent of the generation seeds)."""
+    return [prompt_seed(seed, f"{prompt}\x1fsail-round-{rnd}", c) for c in range(budget)]
+
+
 def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha: float = 0.05, loss: str = "paper",
          budget: int = 8, lr: float = 0.05, max_steps: int = 50, fallback: bool = True, max_rounds: int = 12,
          seed: int = 0, num_inference_steps: int = 50, delta: float = 1.0, cond: Tensor | None = None,
@@ -78,7 +83,7 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
     thres = float(threshold)
     d = None
     for rnd in range(max_rounds):
-        seeds = [prompt_seed(seed, f"{prompt}\x1fsail-round-{rnd}", c) for c in range(budget)]
+        seeds = sail_seeds(prompt, rnd, budget, seed)
         x = model.initial_noise(seeds).float().clone().requires_grad_(True)
         d = x[0].numel()
         opt = torch.optim.Adam([x], lr=lr)

@@ -28,7 +28,7 @@ import torch
 import matplotlib.pyplot as plt
 
 from sharp_utils import minisd_experiments as X
-from sharp_utils.mitigation_run import SETTINGS, plot_grid, plot_tradeoff, read_mitigation, run_mitigation, tradeoff_points
+from sharp_utils.mitigation_run import SETTINGS, sd_version, plot_grid, plot_tradeoff, read_mitigation, run_mitigation, tradeoff_points
 from sharp_utils.scoring import save_image
 from sharp_utils.plotting import savefig
 
@@ -39,8 +39,8 @@ cfg = {
     "paper": dict(em=None, pm=None, n=4, settings=(0, 1, 2, 3, 4), sail_max_steps=50),
 }[profile]
 pipe = X.load_model(model, device=device)
-grid = SETTINGS["minisd" if X.is_minisd(model) else X.sd_version(pipe)]
-recs = X.prompt_records(model, "eval", X.sd_version(pipe))
+grid = SETTINGS["minisd" if X.is_minisd(model) else sd_version(pipe)]
+recs = X.prompt_records(model, "eval", sd_version(pipe))
 recs = X.pick(recs, cfg["em"], seed, ["em"]) + X.pick(recs, cfg["pm"], seed, ["pm"]) if X.is_minisd(model) else X.pick(recs, cfg["em"], seed, ["mem"])
 plan = [("none", 0)] + [(m, grid[m][i]) for m in ("sail", "rta", "rna", "wen", "ren") for i in cfg["settings"]]
 out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp())
