@@ -6,4 +6,9 @@ source scripts/setup_venv.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # nbval re-executes the committed notebooks; their figures go to a scratch folder, not figures/
 export SHARP_FIGURES_DIR="${SHARP_FIGURES_DIR:-$(mktemp -d)}"
-python -m pytest tests notebooks --nbval-lax --nbval-kernel-name sharp -p no:cacheprovider "$@"
+# two workers (one file each at a time: a notebook's cells stay in one kernel), one torch thread each: see
+# sharp_utils/runtime.py.  Extra arguments go to pytest, e.g. bash run_tests.sh -n 0 -k hessian
+export SHARP_THREADS="${SHARP_THREADS:-1}"
+export OMP_NUM_THREADS="$SHARP_THREADS" OPENBLAS_NUM_THREADS="$SHARP_THREADS" MKL_NUM_THREADS="$SHARP_THREADS"
+python -m pytest tests notebooks --nbval-lax --nbval-kernel-name sharp -p no:cacheprovider \
+  -n "${SHARP_WORKERS:-2}" --dist loadfile --durations=15 "$@"

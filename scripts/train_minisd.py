@@ -3,7 +3,10 @@
     python scripts/train_minisd.py prepare --out .device/minisd_prep.safetensors     # CPU: data + frozen text embeddings
     python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out checkpoints/minisd \
         --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
+    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/ck \
+        --resume checkpoints/minisd --unet-seconds 3000 --lr 3e-4                      # continue the shipped UNet
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
+    python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
 
 ``evaluators`` trains MiniSD's copy scorer (SSCD analogue) and alignment scorer (CLIP-score analogue) of
 ``sharp_utils/minisd_eval.py`` on all but 500 held-out images, validates them on those 500 and stores the
@@ -85,11 +88,14 @@ def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 12
 
 def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, train_caption: torch.Tensor,
                device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
-               ema_decay: float = 0.9995, seed: int = 0):
+               ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
-    unet = M.build_unet().to(device).train()
+    unet = M.build_unet()
+    if init is not None:  # --resume: continue from a shipped (EMA) UNet
+        unet.load_state_dict(init)
+    unet = unet.to(device).train()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_p, net_p = list(ema.parameters()), list(unet.parameters())
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
@@ -101,7 +107,7 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     g = torch.Generator(device=device).manual_seed(seed)
     log, step, t0, run = [], 0, time.time(), 0.0
     while time.time() - t0 < seconds:
-        _warmup_lr(opt, step, lr, 500)
+        _warmup_lr(opt, step, lr, warmup)
         j = torch.randint(len(ti), (batch,), device=device, generator=g)
         x0 = lat[ti[j]]
         c = torch.where(torch.rand(batch, device=device, generator=g) < cfg_drop, null, tc[j])
@@ -124,7 +130,7 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
         if step % 500 == 0:
             log.append([step, round(time.time() - t0, 1), round(run, 5)])
         step += 1
-    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": "AdamW (wd 0.01), 500-step warm-up, grad clip 1",
+    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1",
               "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop, "objective": "epsilon MSE, t ~ U{0..999}",
               "autocast": "bf16" if device.startswith("cuda") else "none", "seconds": round(time.time() - t0, 1), "log": log}
     return ema.cpu(), recipe
@@ -169,15 +175,39 @@ def train(args) -> None:
     prep = load_file(args.prep)
     device = args.device
     dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
-    vae, lat, vrec = train_vae(prep["images"], device, args.vae_seconds, batch=args.vae_batch, seed=args.seed)
-    scale = float(1.0 / lat.std())
-    vae.register_to_config(scaling_factor=scale)
+    init, prior = None, None
+    if args.resume:  # keep the checkpoint's VAE, continue its UNet
+        from sharp_utils.checkpoints import load_state, read_manifest
+
+        vsd, vcfg = load_state(args.resume, "vae")
+        usd, _ = load_state(args.resume, "unet")
+        prior = read_manifest(args.resume)["recipe"]
+        vae = M.build_vae({k: v for k, v in vcfg.items() if k != "_use_default_values"})
+        vae.load_state_dict(vsd)
+        vae.eval()
+        x_all = prep["images"].float() / 127.5 - 1.0
+        with torch.no_grad():
+            lat = torch.cat([vae.encode(x_all[i:i + 512]).latent_dist.mode() for i in range(0, len(x_all), 512)])
+        scale = float(vae.config.scaling_factor)
+        vrec = prior["vae"]
+        init = {k: v.float() for k, v in usd.items()}
+    else:
+        vae, lat, vrec = train_vae(prep["images"], device, args.vae_seconds, batch=args.vae_batch, seed=args.seed)
+        scale = float(1.0 / lat.std())
+        vae.register_to_config(scaling_factor=scale)
     unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
-                            args.unet_seconds, batch=args.unet_batch, seed=args.seed)
+                            args.unet_seconds, batch=args.unet_batch, lr=args.lr, seed=args.seed, init=init,
+                            warmup=100 if init is not None else 500)
+    if prior is not None:  # the recipe records both stages
+        urec = {**urec, "resumed_from": {k: v for k, v in prior["unet"].items() if k != "quick_check"},
+                "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
     check = quick_check(vae, unet, prep, device)
     out = Path(args.out)
     common = {"quick_check": check, "device": dev_name, "seed": args.seed, "command": " ".join(["python scripts/train_minisd.py"] + sys.argv[1:])}
-    save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe={**vrec, **common, "scaling_factor": scale})
+    if prior is None:
+        save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe={**vrec, **common, "scaling_factor": scale})
+    else:
+        save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe=vrec)
     save_state(out, "unet", unet.state_dict(), config=dict(unet.config), recipe={**urec, **common})
     print(json.dumps({"vae": {k: v for k, v in vrec.items() if k != "log"}, "unet": {k: v for k, v in urec.items() if k != "log"},
                       "scaling_factor": scale, "total_seconds": round(time.time() - t_all, 1)}, indent=1))
@@ -206,6 +236,22 @@ def evaluators(args) -> None:
     print(json.dumps({"copy": vc, "alignment": va}, indent=1))
 
 
+def calibrate(args) -> None:
+    """Print MiniSD's SAIL ℓ_thres and Wen ℓ_target grids (mitigation_run.SETTINGS["minisd"]) from the dev split."""
+    from sharp_utils import minisd_experiments as X
+
+    model = X.load_model("minisd")
+    recs = X.prompt_records("minisd", "dev")
+    nm = [r["caption"] for r in recs if r["category"] == "nmem"]
+    mem = [r["caption"] for r in recs if r["category"] != "nmem"]
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    sail = X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official")
+    wen = tuple(round(float(v), 3) for v in torch.quantile(X.wen_initial_metric(model, nm).flatten(), q))
+    med = {"sail": float(X.sail_initial_losses(model, mem, alpha=0.05, loss="official").median()),
+           "wen": float(X.wen_initial_metric(model, mem).median())}
+    print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -222,6 +268,8 @@ def main() -> None:
     b.add_argument("--unet-seconds", type=float, default=380)
     b.add_argument("--vae-batch", type=int, default=32)
     b.add_argument("--unet-batch", type=int, default=128)
+    b.add_argument("--lr", type=float, default=5e-4, help="UNet learning rate")
+    b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
     b.set_defaults(func=train)
     e = sub.add_parser("evaluators")
     e.add_argument("--out", default=str(M.CHECKPOINT.parent / "minisd_eval"))
@@ -229,6 +277,8 @@ def main() -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
     e.set_defaults(func=evaluators)
+    sub.add_parser("calibrate", help="print the SAIL / Wen grids of SETTINGS['minisd'] for the shipped checkpoint"
+                   ).set_defaults(func=calibrate)
     args = p.parse_args()
     args.func(args)
 

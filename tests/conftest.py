@@ -1,7 +1,9 @@
 import torch
 import pytest
 
-torch.set_num_threads(2)
+from sharp_utils.runtime import set_threads
+
+set_threads()  # $SHARP_THREADS, default 2
 
 
 @pytest.fixture
