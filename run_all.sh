@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_venv.sh
 PROFILE="${PROFILE:-default}"
+# one torch/BLAS thread, as in run_tests.sh: some checked digits (notebook 02's spectra) depend on the thread count
+export SHARP_THREADS="${SHARP_THREADS:-1}"
+export OMP_NUM_THREADS="$SHARP_THREADS" OPENBLAS_NUM_THREADS="$SHARP_THREADS" MKL_NUM_THREADS="$SHARP_THREADS"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 if [ "$#" -gt 0 ]; then nbs=("$@"); else nbs=(notebooks/[0-9][0-9]_*.ipynb); fi
 for nb in "${nbs[@]}"; do

@@ -23,12 +23,8 @@ def threads() -> int:
     return n
 
 
-def set_threads(n: int | None = None) -> int:
-    """torch.set_num_threads(``n`` or ``$SHARP_THREADS``, default 2); returns the count.
-
-    A notebook whose checked outputs print digits that depend on the reduction order passes a fixed ``n``
-    (notebook 02: its 784×784 spectra and ARPACK errors change in the 4th digit between 1 and 2 threads).
-    """
-    n = threads() if n is None else int(n)
+def set_threads() -> int:
+    """torch.set_num_threads(``$SHARP_THREADS``, default 2); returns the count."""
+    n = threads()
     torch.set_num_threads(n)
     return n
