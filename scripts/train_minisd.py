@@ -55,6 +55,12 @@ def _warmup_lr(opt, step: int, lr: float, warmup: int) -> None:
         g["lr"] = lr * min(1.0, (step + 1) / warmup)
 
 
+@torch.no_grad()
+def _latents(vae, x_all: torch.Tensor) -> torch.Tensor:
+    """The VAE's posterior modes of all images (unscaled), in chunks of 512."""
+    return torch.cat([vae.encode(x_all[i:i + 512]).latent_dist.mode() for i in range(0, len(x_all), 512)])
+
+
 def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 128, lr: float = 1e-3, seed: int = 0):
     torch.manual_seed(seed)
     vae = M.build_vae().to(device).train()
@@ -77,8 +83,8 @@ def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 12
             log.append([step, round(time.time() - t0, 1), float(mse.detach())])
         step += 1
     vae.eval()
+    lat = _latents(vae, x_all)
     with torch.no_grad():
-        lat = torch.cat([vae.encode(x_all[i:i + 512]).latent_dist.mode() for i in range(0, len(x_all), 512)])
         rec = torch.cat([vae.decode(lat[i:i + 512]).sample for i in range(0, len(lat), 512)])
     recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": "AdamW, 200-step warm-up",
               "loss": "MSE + 1e-6 KL (per dim)", "seconds": round(time.time() - t0, 1), "log": log,
@@ -177,20 +183,14 @@ def train(args) -> None:
     dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     init, prior = None, None
     if args.resume:  # keep the checkpoint's VAE, continue its UNet
-        from sharp_utils.checkpoints import load_state, read_manifest
+        from sharp_utils.checkpoints import read_manifest
 
-        vsd, vcfg = load_state(args.resume, "vae")
-        usd, _ = load_state(args.resume, "unet")
+        vae, unet0 = M.load_parts(args.resume)
         prior = read_manifest(args.resume)["recipe"]
-        vae = M.build_vae({k: v for k, v in vcfg.items() if k != "_use_default_values"})
-        vae.load_state_dict(vsd)
-        vae.eval()
-        x_all = prep["images"].float() / 127.5 - 1.0
-        with torch.no_grad():
-            lat = torch.cat([vae.encode(x_all[i:i + 512]).latent_dist.mode() for i in range(0, len(x_all), 512)])
+        lat = _latents(vae.eval(), prep["images"].float() / 127.5 - 1.0)
         scale = float(vae.config.scaling_factor)
         vrec = prior["vae"]
-        init = {k: v.float() for k, v in usd.items()}
+        init = unet0.state_dict()
     else:
         vae, lat, vrec = train_vae(prep["images"], device, args.vae_seconds, batch=args.vae_batch, seed=args.seed)
         scale = float(1.0 / lat.std())
@@ -204,10 +204,8 @@ def train(args) -> None:
     check = quick_check(vae, unet, prep, device)
     out = Path(args.out)
     common = {"quick_check": check, "device": dev_name, "seed": args.seed, "command": " ".join(["python scripts/train_minisd.py"] + sys.argv[1:])}
-    if prior is None:
-        save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe={**vrec, **common, "scaling_factor": scale})
-    else:
-        save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe=vrec)
+    vae_recipe = vrec if prior is not None else {**vrec, **common, "scaling_factor": scale}  # a resumed VAE keeps its own
+    save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe=vae_recipe)
     save_state(out, "unet", unet.state_dict(), config=dict(unet.config), recipe={**urec, **common})
     print(json.dumps({"vae": {k: v for k, v in vrec.items() if k != "log"}, "unet": {k: v for k, v in urec.items() if k != "log"},
                       "scaling_factor": scale, "total_seconds": round(time.time() - t_all, 1)}, indent=1))
@@ -244,9 +242,8 @@ def calibrate(args) -> None:
     recs = X.prompt_records("minisd", "dev")
     nm = [r["caption"] for r in recs if r["category"] == "nmem"]
     mem = [r["caption"] for r in recs if r["category"] != "nmem"]
-    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
     sail = X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official")
-    wen = tuple(round(float(v), 3) for v in torch.quantile(X.wen_initial_metric(model, nm).flatten(), q))
+    wen = X.calibrate_wen_grid(model, nm)
     med = {"sail": float(X.sail_initial_losses(model, mem, alpha=0.05, loss="official").median()),
            "wen": float(X.wen_initial_metric(model, mem).median())}
     print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))

@@ -218,6 +218,22 @@ def build_unet(config: dict | None = None):
     return UNet2DConditionModel(**(config or UNET_CONFIG))
 
 
+def load_parts(checkpoint: str | Path = CHECKPOINT):
+    """(VAE, UNet) of a MiniSD checkpoint, hash-checked, float32 (``pipeline_dir`` and ``train --resume`` use it)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from .checkpoints import load_state
+
+    parts = []
+    for name, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
+        sd, cfg = load_state(Path(checkpoint), name)
+        # diffusers drops keys listed in _use_default_values (e.g. a scaling_factor registered after init): keep them
+        m = cls.from_config({k: v for k, v in cfg.items() if k != "_use_default_values"})
+        m.load_state_dict({k: v.float() for k, v in sd.items()})
+        parts.append(m)
+    return tuple(parts)
+
+
 def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = None) -> Path:
     """A diffusers ``StableDiffusionPipeline`` folder for MiniSD, assembled from the checkpoint (hash-checked) and the
     packaged text encoder; ``load_pipeline(pipeline_dir())`` then loads it like any SD folder.
@@ -226,9 +242,9 @@ def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = 
     """
     import hashlib
 
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from .checkpoints import MANIFEST, load_state
+    from .checkpoints import MANIFEST
     from .tiny_sd import SD_SCHEDULER
 
     checkpoint = Path(checkpoint)
@@ -236,15 +252,7 @@ def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = 
     stamp = hashlib.sha256((checkpoint / MANIFEST).read_bytes()).hexdigest() if (checkpoint / MANIFEST).exists() else None
     if stamp and (dest / "STAMP").exists() and (dest / "STAMP").read_text() == stamp and (dest / "model_index.json").exists():
         return dest
-    unet_sd, unet_cfg = load_state(checkpoint, "unet")
-    vae_sd, vae_cfg = load_state(checkpoint, "vae")
-    # diffusers drops keys listed in _use_default_values (e.g. a scaling_factor registered after init): keep them
-    unet_cfg = {k: v for k, v in unet_cfg.items() if k != "_use_default_values"}
-    vae_cfg = {k: v for k, v in vae_cfg.items() if k != "_use_default_values"}
-    unet = UNet2DConditionModel.from_config(unet_cfg)
-    unet.load_state_dict({k: v.float() for k, v in unet_sd.items()})
-    vae = AutoencoderKL.from_config(vae_cfg)
-    vae.load_state_dict(vae_sd)
+    vae, unet = load_parts(checkpoint)
     tok, enc = load_text_encoder()
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=enc, tokenizer=tok, unet=unet,
                                    scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None,

@@ -187,6 +187,13 @@ def calibrate_sail_grid(model: PipelineScoreModel, nonmemorized: list[str], quan
     return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
 
 
+def calibrate_wen_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
+                       **kw) -> tuple[float, ...]:
+    """MiniSD's ℓ_target grid for Wen et al.'s mitigation: quantiles of their initial metric over non-memorized prompts."""
+    L = wen_initial_metric(model, nonmemorized, **kw).flatten()
+    return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
+
+
 def wen_initial_metric(model: PipelineScoreModel, prompts: list[str], n: int = 8, seed: int = 0,
                        num_inference_steps: int = 50) -> Tensor:
     """Wen et al.'s ‖ε(x_T, c) − ε(x_T, ∅)‖ at the first step for n seeded x_T per prompt, (P, n): the quantity
