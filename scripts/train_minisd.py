@@ -5,6 +5,7 @@
         --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
     python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/ck \
         --resume checkpoints/minisd --unet-seconds 3000 --lr 3e-4                      # continue the shipped UNet
+        (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more)
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
 
@@ -94,7 +95,8 @@ def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 12
 
 def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, train_caption: torch.Tensor,
                device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
-               ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500):
+               ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500,
+               em_weight: float = 1.0):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
@@ -110,11 +112,15 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     lat, emb = lat.to(device), emb.to(device)
     ti, tc = train_image.to(device), train_caption.to(device)
     null = emb.shape[0] - 1  # the last embedding is ∅ ("")
+    # em_weight > 1 samples each EM example that many times more often: as if duplicated em_weight × more
+    w = torch.ones(len(ti))
+    w[M.em_captions(train_image, train_caption, emb.shape[0] - 1)[train_caption]] = em_weight
+    w = w.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     log, step, t0, run = [], 0, time.time(), 0.0
     while time.time() - t0 < seconds:
         _warmup_lr(opt, step, lr, warmup)
-        j = torch.randint(len(ti), (batch,), device=device, generator=g)
+        j = torch.multinomial(w, batch, replacement=True, generator=g)
         x0 = lat[ti[j]]
         c = torch.where(torch.rand(batch, device=device, generator=g) < cfg_drop, null, tc[j])
         t = torch.randint(0, 1000, (batch,), device=device, generator=g)
@@ -138,7 +144,7 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
         step += 1
     recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1",
               "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop, "objective": "epsilon MSE, t ~ U{0..999}",
-              "autocast": "bf16" if device.startswith("cuda") else "none", "seconds": round(time.time() - t0, 1), "log": log}
+              "autocast": "bf16" if device.startswith("cuda") else "none", "em_weight": em_weight, "seconds": round(time.time() - t0, 1), "log": log}
     return ema.cpu(), recipe
 
 
@@ -162,13 +168,9 @@ def quick_check(vae, unet, prep: dict, device: str, steps: int = 50, guidance: f
     train = prep["images"].to(device).float() / 127.5 - 1.0
     d = torch.cdist(img.flatten(1), train.flatten(1)) ** 2 / train[0].numel()
     nearest = d.min(1).values
-    own = torch.full((C,), float("inf"), device=device)
-    em = torch.zeros(C, dtype=torch.bool, device=device)
     ti, tc = prep["train_image"].to(device), prep["train_caption"].to(device)
-    for c in range(C):
-        ids = ti[tc == c]
-        own[c] = d[c, ids].min()
-        em[c] = len(ids) > 1 and len(torch.unique(ids)) == 1  # one image, duplicated: an EM caption
+    own = torch.stack([d[c, ti[tc == c]].min() for c in range(C)])
+    em = M.em_captions(prep["train_image"], prep["train_caption"], C).to(device)
     out = {"em_captions": int(em.sum()), "em_median_mse_to_own": float(own[em].median()),
            "em_frac_own_mse_below_0.01": float((own[em] < 0.01).float().mean()),
            "other_median_mse_to_nearest": float(nearest[~em].median())}
@@ -197,7 +199,7 @@ def train(args) -> None:
         vae.register_to_config(scaling_factor=scale)
     unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
                             args.unet_seconds, batch=args.unet_batch, lr=args.lr, seed=args.seed, init=init,
-                            warmup=100 if init is not None else 500)
+                            warmup=100 if init is not None else 500, em_weight=args.em_weight)
     if prior is not None:  # the recipe records both stages
         urec = {**urec, "resumed_from": {k: v for k, v in prior["unet"].items() if k != "quick_check"},
                 "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
@@ -266,6 +268,8 @@ def main() -> None:
     b.add_argument("--vae-batch", type=int, default=32)
     b.add_argument("--unet-batch", type=int, default=128)
     b.add_argument("--lr", type=float, default=5e-4, help="UNet learning rate")
+    b.add_argument("--em-weight", type=float, default=1.0,
+                   help="sample EM examples this many times more often (as if duplicated more); 1 = uniform")
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
     b.set_defaults(func=train)
     e = sub.add_parser("evaluators")

@@ -149,6 +149,16 @@ def build_data(seed: int = 0, em_count: int = 60, em_copies: int = 40, pm_per_fr
             "records": records}
 
 
+def em_captions(train_image, train_caption, n_captions: int) -> torch.Tensor:
+    """Boolean (n_captions,): the EM captions, i.e. one training image duplicated under its own caption."""
+    train_image, train_caption = torch.as_tensor(train_image), torch.as_tensor(train_caption)
+    em = torch.zeros(n_captions, dtype=torch.bool)
+    for c in range(n_captions):
+        ids = train_image[train_caption == c]
+        em[c] = len(ids) > 1 and len(torch.unique(ids)) == 1
+    return em
+
+
 def write_prompt_files(records: list[dict], folder: Path = paths.PROMPTS) -> list[Path]:
     """``prompts/minisd_dev.jsonl`` and ``prompts/minisd_eval.jsonl`` (one JSON record a line)."""
     out = []

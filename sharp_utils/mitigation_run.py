@@ -35,8 +35,8 @@ SETTINGS = {
     # 75/90 % quantiles of the initial objective over non-memorized prompts (minisd_experiments.calibrate_sail_grid,
     # wen_initial_metric; printed by `python scripts/train_minisd.py calibrate`); memorized dev prompts' medians are
     # 1.824 (SAIL) and 1.033 (Wen) for comparison.
-    "minisd": {"sail": (1.429, 1.517, 1.72, 2.193, 2.541), "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
-               "wen": (0.607, 0.692, 0.877, 1.355, 1.741), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
+    "minisd": {"sail": (1.418, 1.521, 1.754, 2.262, 2.604), "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
+               "wen": (0.605, 0.696, 0.908, 1.393, 1.803), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
 }
 
 

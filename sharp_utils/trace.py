@@ -56,3 +56,11 @@ def trace_estimate(matvec: BatchMatVec, shape: tuple[int, ...], num_probes: int,
 def trace_cubed_estimate(matvec: BatchMatVec, shape: tuple[int, ...], num_probes: int, **kw) -> tuple[float, float]:
     """Hutchinson estimate of tr(A³) with its standard error; −tr H³ is the Lemma 4.3 sharpness."""
     return hutchinson(matvec, shape, num_probes, power=3, **kw)
+
+
+def exact_sharpness(J: Tensor, s: Tensor) -> dict[str, float]:
+    """Exact −tr H and −tr H³ from a dense score Jacobian J = H (d × d) beside their proxies ‖s‖² and ‖Hs‖² at one
+    point (Lemmas 4.1 and 4.3 of Jeon et al. 2025; Figure 4's axes), in float64."""
+    J, s = J.double(), s.detach().double().reshape(-1)
+    return {"trH": -torch.trace(J).item(), "s2": s.pow(2).sum().item(),
+            "trH3": -torch.trace(J @ J @ J).item(), "hs2": (J @ s).pow(2).sum().item()}

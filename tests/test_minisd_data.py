@@ -34,6 +34,13 @@ def test_em_images_are_duplicated_under_a_unique_caption(data):
         assert set(tc[ti == r["train_ids"][0]].tolist()) == {c}
 
 
+def test_em_captions_are_the_em_records(data):
+    # the training script's --em-weight finds EM captions from the training lists alone: exactly the EM records
+    mask = M.em_captions(data["train_image"], data["train_caption"], len(data["captions"]))
+    found = {data["captions"][c] for c in np.flatnonzero(mask.numpy())}
+    assert found == {r["caption"] for r in data["records"] if r["category"] == "em"}
+
+
 def test_pm_prompts_share_a_template_with_varying_content(data):
     imgs = data["images"].astype(np.float32) / 255
     for f in range(len(M.FRAMES)):

@@ -46,3 +46,24 @@ def test_trace_of_network_jacobian_through_jvp(gen):
     mv = lambda Z: hessian.hvp_jvp(f, x.expand(Z.shape[0], 6), Z)[1]
     est, se = trace.trace_estimate(mv, (6,), P, batch_size=1000, generator=gen, dtype=torch.float64)
     assert abs(est - torch.trace(J).item()) <= 4.5 * se
+
+
+def test_exact_sharpness_vs_eigenvalues_and_gaussian(gen):
+    # −tr H and −tr H³ against numpy's eigenvalues of a non-symmetric J; for a Gaussian score (H = −Σ⁻¹) the
+    # per-sample ‖s‖² and ‖Hs‖² average to them (Lemmas 4.1, 4.3)
+    import numpy as np
+
+    d = 7
+    J = torch.randn(d, d, dtype=torch.float64, generator=gen)
+    lam = np.linalg.eigvals(J.numpy())
+    q = trace.exact_sharpness(J, torch.ones(d))
+    assert abs(q["trH"] + lam.sum().real) < 1e-10 and abs(q["trH3"] + (lam ** 3).sum().real) < 1e-9
+    assert abs(q["hs2"] - float(np.linalg.norm(J.numpy() @ np.ones(d)) ** 2)) < 1e-9 and q["s2"] == d
+    A = torch.randn(d, d, dtype=torch.float64, generator=gen)
+    S = A @ A.T / d + 0.5 * torch.eye(d, dtype=torch.float64)
+    H = -torch.linalg.inv(S)
+    x = torch.randn(4000, d, dtype=torch.float64, generator=gen) @ torch.linalg.cholesky(S).T
+    rows = [trace.exact_sharpness(H, H @ xi) for xi in x]
+    for proxy, exact in (("s2", "trH"), ("hs2", "trH3")):
+        ok, msg = mc_close(torch.tensor([r[proxy] for r in rows]), rows[0][exact])
+        assert ok, (proxy, msg)
