@@ -179,19 +179,23 @@ def sail_initial_losses(model: PipelineScoreModel, prompts: list[str], budget: i
     return torch.stack(out)
 
 
+def _quantile_grid(values: Tensor, quantiles) -> tuple[float, ...]:
+    """A mitigation grid: the given quantiles of all values, rounded to 3 decimals."""
+    L = values.flatten()
+    return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
+
+
 def calibrate_sail_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
                         **kw) -> tuple[float, ...]:
     """MiniSD's ℓ_thres grid: quantiles of SAIL's initial objective over *non-memorized* prompts, i.e. "as smooth
     as a typical non-memorized prompt" at several strictness levels (lower = stronger mitigation)."""
-    L = sail_initial_losses(model, nonmemorized, **kw).flatten()
-    return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
+    return _quantile_grid(sail_initial_losses(model, nonmemorized, **kw), quantiles)
 
 
 def calibrate_wen_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
                        **kw) -> tuple[float, ...]:
     """MiniSD's ℓ_target grid for Wen et al.'s mitigation: quantiles of their initial metric over non-memorized prompts."""
-    L = wen_initial_metric(model, nonmemorized, **kw).flatten()
-    return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
+    return _quantile_grid(wen_initial_metric(model, nonmemorized, **kw), quantiles)
 
 
 def wen_initial_metric(model: PipelineScoreModel, prompts: list[str], n: int = 8, seed: int = 0,

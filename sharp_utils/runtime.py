@@ -1,9 +1,10 @@
 """CPU thread count for notebooks and tests, in one place.
 
 ``$SHARP_THREADS`` (default 2, the CI machine's cores) sets torch's intra-op threads.  ``run_all.sh`` and the
-test command set it to 1, so committed outputs and nbval agree; the test command runs two pytest workers: MiniSD's and the toy models' tensors are so small that two
-processes with two OpenMP threads each on two cores spend most of their time waiting at barriers (a plain
-MiniSD generation took 315 s instead of 4 s next to a training run).
+test command set it to 1, so committed outputs and nbval agree.  The test command runs two pytest workers:
+MiniSD's and the toy models' tensors are so small that two processes with two OpenMP threads each on two cores
+spend most of their time waiting at barriers (a plain MiniSD generation took 315 s instead of 4 s next to a
+training run).
 """
 from __future__ import annotations
 
