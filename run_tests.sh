@@ -10,5 +10,6 @@ export SHARP_FIGURES_DIR="${SHARP_FIGURES_DIR:-$(mktemp -d)}"
 # sharp_utils/runtime.py.  Extra arguments go to pytest, e.g. bash run_tests.sh -n 0 -k hessian
 export SHARP_THREADS="${SHARP_THREADS:-1}"
 export OMP_NUM_THREADS="$SHARP_THREADS" OPENBLAS_NUM_THREADS="$SHARP_THREADS" MKL_NUM_THREADS="$SHARP_THREADS"
-python -m pytest tests notebooks --nbval-lax --nbval-kernel-name sharp -p no:cacheprovider \
+# notebooks first: the longest files start first, the short test files fill the end (less idle tail)
+python -m pytest notebooks tests --nbval-lax --nbval-kernel-name sharp -p no:cacheprovider \
   -n "${SHARP_WORKERS:-2}" --dist loadfile --durations=15 "$@"
