@@ -5,7 +5,8 @@
         --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
     python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/ck \
         --resume checkpoints/minisd --unet-seconds 3000 --lr 3e-4                      # continue the shipped UNet
-        (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more)
+        (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more;
+         --anneal decays the learning rate to 0 by a cosine over the time budget)
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -51,9 +53,11 @@ def prepare(args) -> None:
     print(f"{out}: {len(d['images'])} images, {len(d['train_image'])} training examples, {len(d['captions'])} captions")
 
 
-def _warmup_lr(opt, step: int, lr: float, warmup: int) -> None:
+def _warmup_lr(opt, step: int, lr: float, warmup: int, frac: float | None = None) -> None:
+    """Linear warm-up; with ``frac`` (elapsed share of the time budget) also a cosine decay to 0 (annealing)."""
+    decay = 1.0 if frac is None else 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
     for g in opt.param_groups:
-        g["lr"] = lr * min(1.0, (step + 1) / warmup)
+        g["lr"] = lr * min(1.0, (step + 1) / warmup) * decay
 
 
 @torch.no_grad()
@@ -96,7 +100,7 @@ def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 12
 def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, train_caption: torch.Tensor,
                device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
                ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500,
-               em_weight: float = 1.0):
+               em_weight: float = 1.0, anneal: bool = False):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
@@ -119,7 +123,7 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     g = torch.Generator(device=device).manual_seed(seed)
     log, step, t0, run = [], 0, time.time(), 0.0
     while time.time() - t0 < seconds:
-        _warmup_lr(opt, step, lr, warmup)
+        _warmup_lr(opt, step, lr, warmup, (time.time() - t0) / seconds if anneal else None)
         j = torch.multinomial(w, batch, replacement=True, generator=g)
         x0 = lat[ti[j]]
         c = torch.where(torch.rand(batch, device=device, generator=g) < cfg_drop, null, tc[j])
@@ -142,7 +146,8 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
         if step % 500 == 0:
             log.append([step, round(time.time() - t0, 1), round(run, 5)])
         step += 1
-    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1",
+    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1"
+              + (", cosine decay to 0 over the time budget" if anneal else ""),
               "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop, "objective": "epsilon MSE, t ~ U{0..999}",
               "autocast": "bf16" if device.startswith("cuda") else "none", "em_weight": em_weight, "seconds": round(time.time() - t0, 1), "log": log}
     return ema.cpu(), recipe
@@ -199,7 +204,8 @@ def train(args) -> None:
         vae.register_to_config(scaling_factor=scale)
     unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
                             args.unet_seconds, batch=args.unet_batch, lr=args.lr, seed=args.seed, init=init,
-                            warmup=100 if init is not None else 500, em_weight=args.em_weight)
+                            warmup=100 if init is not None else 500, em_weight=args.em_weight,
+                            anneal=args.anneal)
     if prior is not None:  # the recipe records both stages
         urec = {**urec, "resumed_from": {k: v for k, v in prior["unet"].items() if k != "quick_check"},
                 "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
@@ -270,6 +276,7 @@ def main() -> None:
     b.add_argument("--lr", type=float, default=5e-4, help="UNet learning rate")
     b.add_argument("--em-weight", type=float, default=1.0,
                    help="sample EM examples this many times more often (as if duplicated more); 1 = uniform")
+    b.add_argument("--anneal", action="store_true", help="cosine-decay the UNet learning rate to 0 over --unet-seconds")
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
     b.set_defaults(func=train)
     e = sub.add_parser("evaluators")

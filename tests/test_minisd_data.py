@@ -109,3 +109,25 @@ def test_shipped_minisd_checkpoint_matches_its_manifest_and_loads():
     model = load_pipeline(M.pipeline_dir(), device="cpu")
     x = model.initial_noise([0])
     assert torch.isfinite(model.eps(x, 981, model.encode(["a red handwritten seven"]))).all()
+
+
+def test_training_learning_rate_schedule_warmup_then_cosine():
+    """scripts/train_minisd.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the budget."""
+    import importlib.util
+    import math
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
+    T = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(T)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+
+    def lr(step, frac):
+        T._warmup_lr(opt, step, 3e-4, 100, frac)
+        return opt.param_groups[0]["lr"]
+
+    assert lr(0, None) == pytest.approx(3e-6) and lr(49, None) == pytest.approx(1.5e-4) and lr(5000, None) == 3e-4
+    for f in (0.0, 0.25, 0.5, 0.9, 1.0, 1.3):
+        assert lr(5000, f) == pytest.approx(3e-4 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))), abs=1e-12)
+    assert lr(49, 0.5) == pytest.approx(0.75e-4)
