@@ -9,6 +9,7 @@
          --anneal decays the learning rate to 0 by a cosine over the time budget)
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
+    python scripts/train_minisd.py verify --guidance 7.5 5 3   # EM copy rate over all 60 EM prompts (CPU, ≈ 20 s each)
 
 ``evaluators`` trains MiniSD's copy scorer (SSCD analogue) and alignment scorer (CLIP-score analogue) of
 ``sharp_utils/minisd_eval.py`` on all but 500 held-out images, validates them on those 500 and stores the
@@ -257,6 +258,29 @@ def calibrate(args) -> None:
     print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))
 
 
+def verify(args) -> None:
+    """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
+    scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ."""
+    from sharp_utils import minisd_experiments as X
+    from sharp_utils.minisd_eval import load_evaluators
+    from sharp_utils.pipeline import load_pipeline
+
+    torch.set_num_threads(args.threads)
+    model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
+    copy_scorer, align_scorer = load_evaluators()
+    recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == "em"]
+    for w in args.guidance:
+        rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
+                                        guidance_scale=w)
+        ok = torch.tensor([r["copy_own"] > copy_scorer.threshold for r in rows], dtype=torch.float64)
+        rate = float(ok.mean())
+        fails = sorted((round(r["copy_own"], 3), r["caption"]) for r in rows if r["copy_own"] <= copy_scorer.threshold)
+        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "em_prompts": len(recs), "generations": len(rows),
+                          "copy_rate": round(rate, 4), "standard_error": round(math.sqrt(rate * (1 - rate) / len(rows)), 4),
+                          "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
+                          "threshold": round(copy_scorer.threshold, 4), "failures": fails}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -287,6 +311,13 @@ def main() -> None:
     e.set_defaults(func=evaluators)
     sub.add_parser("calibrate", help="print the SAIL / Wen grids of SETTINGS['minisd'] for the shipped checkpoint"
                    ).set_defaults(func=calibrate)
+    v = sub.add_parser("verify", help="EM copy rate of a checkpoint over all EM prompts, per guidance scale")
+    v.add_argument("--checkpoint", default=str(M.CHECKPOINT))
+    v.add_argument("--guidance", type=float, nargs="+", default=[7.5])
+    v.add_argument("--n", type=int, default=2, help="generations per EM prompt")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--threads", type=int, default=1)
+    v.set_defaults(func=verify)
     args = p.parse_args()
     args.func(args)
 

@@ -160,3 +160,28 @@ def test_minisd_grids_are_the_dev_split_calibration():
     nm = [r["caption"] for r in X.prompt_records("minisd", "dev") if r["category"] == "nmem"]
     assert X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official") == pytest.approx(SETTINGS["minisd"]["sail"], abs=2e-3)
     assert X.calibrate_wen_grid(model, nm) == pytest.approx(SETTINGS["minisd"]["wen"], abs=2e-3)
+
+
+def test_verify_memorization_scores_its_own_generations(scorers, data):
+    """verify_memorization (notebook 03, ``train_minisd.py verify``): generations from per-sample seeds at the
+    requested guidance scale, copy scores = max cosine against the record's own training images."""
+    tiny = PipelineScoreModel(build_tiny_pipeline(sample_size=16))  # random weights, 32×32 images like MiniSD's
+    copy_scorer, align_scorer = scorers
+    recs = [{"caption": "a red seven called quiet lantern", "category": "em", "train_ids": [0, 5]},
+            {"caption": "a three inside the dotted ring", "category": "pm", "train_ids": [1, 2, 3]}]
+    caps = [r["caption"] for r in recs]
+    images = data["images"][:10]
+    rows, gen = X.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, images=images,
+                                      guidance_scale=3.0)
+    assert gen.shape[0] == 4 and len(rows) == 4
+    assert torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, guidance_scale=3.0), atol=1e-6)
+    assert not torch.allclose(gen, X.generate_images(tiny, caps, 2, 0), atol=1e-3)  # the scale reaches the sampler
+    # per-sample seeds: the second prompt alone gives the same images as inside the batch
+    assert torch.allclose(gen[2:], X.generate_images(tiny, caps[1:], 2, 0, guidance_scale=3.0), atol=1e-5)
+    E_ = copy_scorer.embed(torch.from_numpy(images).float() / 255.0)
+    G = copy_scorer.embed(gen)
+    for i, r in enumerate(rows):
+        own = recs[i // 2]["train_ids"]
+        assert r["copy_own"] == pytest.approx(float((G[i] @ E_[own].T).max()), abs=1e-5)
+        assert r["copy_nearest"] >= r["copy_own"] - 1e-6
+    assert np.isnan(rows[0]["template"]) and not np.isnan(rows[2]["template"])  # only framed captions get a template score
