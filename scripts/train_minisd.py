@@ -258,17 +258,25 @@ def calibrate(args) -> None:
     print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))
 
 
+def _rate(ok: list) -> dict:
+    return {"generations": len(ok), "copy_rate": round(float(sum(ok)) / max(len(ok), 1), 4)}
+
+
 def verify(args) -> None:
     """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
     scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ."""
     from sharp_utils import minisd_experiments as X
-    from sharp_utils.minisd_eval import load_evaluators
+    from sharp_utils.minisd_eval import load_evaluators, parse_caption
     from sharp_utils.pipeline import load_pipeline
 
     torch.set_num_threads(args.threads)
     model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
     copy_scorer, align_scorer = load_evaluators()
     recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == "em"]
+    # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
+    kind = lambda c: (parse_caption(c)["colour"], parse_caption(c)["digit"])
+    kinds = [kind(r["caption"]) for r in recs]
+    shared = {r["caption"]: kinds.count(kind(r["caption"])) > 1 for r in recs}
     for w in args.guidance:
         rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
                                         guidance_scale=w)
@@ -278,7 +286,10 @@ def verify(args) -> None:
         print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "em_prompts": len(recs), "generations": len(rows),
                           "copy_rate": round(rate, 4), "standard_error": round(math.sqrt(rate * (1 - rate) / len(rows)), 4),
                           "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
-                          "threshold": round(copy_scorer.threshold, 4), "failures": fails}))
+                          "threshold": round(copy_scorer.threshold, 4),
+                          "copy_rate_unique_colour_digit": _rate([o for o, r in zip(ok, rows) if not shared[r["caption"]]]),
+                          "copy_rate_shared_colour_digit": _rate([o for o, r in zip(ok, rows) if shared[r["caption"]]]),
+                          "failures": fails}))
 
 
 def main() -> None:
