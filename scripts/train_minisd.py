@@ -258,13 +258,17 @@ def calibrate(args) -> None:
     print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))
 
 
-def _rate(ok: list) -> dict:
-    return {"generations": len(ok), "copy_rate": round(float(sum(ok)) / max(len(ok), 1), 4)}
+def _rate(ok: list[bool]) -> dict:
+    """Share of passing generations with its binomial standard error."""
+    r = sum(ok) / max(len(ok), 1)
+    return {"generations": len(ok), "copy_rate": round(r, 4), "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4)}
 
 
 def verify(args) -> None:
     """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
     scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ."""
+    from collections import Counter
+
     from sharp_utils import minisd_experiments as X
     from sharp_utils.minisd_eval import load_evaluators, parse_caption
     from sharp_utils.pipeline import load_pipeline
@@ -274,22 +278,19 @@ def verify(args) -> None:
     copy_scorer, align_scorer = load_evaluators()
     recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == "em"]
     # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
-    kind = lambda c: (parse_caption(c)["colour"], parse_caption(c)["digit"])
-    kinds = [kind(r["caption"]) for r in recs]
-    shared = {r["caption"]: kinds.count(kind(r["caption"])) > 1 for r in recs}
+    kind = {r["caption"]: tuple(parse_caption(r["caption"])[k] for k in ("colour", "digit")) for r in recs}
+    count = Counter(kind.values())
     for w in args.guidance:
         rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
                                         guidance_scale=w)
-        ok = torch.tensor([r["copy_own"] > copy_scorer.threshold for r in rows], dtype=torch.float64)
-        rate = float(ok.mean())
-        fails = sorted((round(r["copy_own"], 3), r["caption"]) for r in rows if r["copy_own"] <= copy_scorer.threshold)
-        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "em_prompts": len(recs), "generations": len(rows),
-                          "copy_rate": round(rate, 4), "standard_error": round(math.sqrt(rate * (1 - rate) / len(rows)), 4),
+        ok = [r["copy_own"] > copy_scorer.threshold for r in rows]
+        shared = [count[kind[r["caption"]]] > 1 for r in rows]
+        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "em_prompts": len(recs), **_rate(ok),
                           "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
                           "threshold": round(copy_scorer.threshold, 4),
-                          "copy_rate_unique_colour_digit": _rate([o for o, r in zip(ok, rows) if not shared[r["caption"]]]),
-                          "copy_rate_shared_colour_digit": _rate([o for o, r in zip(ok, rows) if shared[r["caption"]]]),
-                          "failures": fails}))
+                          "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
+                          "copy_rate_shared_colour_digit": _rate([o for o, s in zip(ok, shared) if s]),
+                          "failures": sorted((round(r["copy_own"], 3), r["caption"]) for r, o in zip(rows, ok) if not o)}))
 
 
 def main() -> None:
