@@ -5,7 +5,8 @@
         --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
     python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/ck \
         --resume checkpoints/minisd --unet-seconds 3000 --lr 3e-4                      # continue the shipped UNet
-        (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more;
+        (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more; --sibling-weight 3 draws
+         EM captions that share colour and digit with another EM caption 3× as often again;
          --anneal decays the learning rate to 0 by a cosine over the time budget)
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -98,10 +100,25 @@ def train_vae(images: torch.Tensor, device: str, seconds: float, batch: int = 12
     return vae.cpu(), lat.float(), recipe
 
 
+def example_weights(train_image, train_caption, captions: list[str] | None, em_weight: float = 1.0,
+                    sibling_weight: float = 1.0) -> torch.Tensor:
+    """Sampling weight of each training example: EM examples em_weight × (as if duplicated em_weight × more), EM
+    captions that share colour and digit with another EM caption sibling_weight × that again, the rest 1."""
+    from sharp_utils.minisd_eval import sibling_captions
+
+    em = M.em_captions(train_image, train_caption, len(captions) if captions else int(train_caption.max()) + 1)
+    cw = torch.where(em, em_weight, 1.0)
+    if sibling_weight != 1.0:
+        ids = em.nonzero().flatten().tolist()
+        cw[ids] *= torch.where(torch.tensor(sibling_captions([captions[i] for i in ids])), sibling_weight, 1.0)
+    return cw[torch.as_tensor(train_caption)].float()
+
+
 def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, train_caption: torch.Tensor,
                device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
                ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500,
-               em_weight: float = 1.0, anneal: bool = False):
+               em_weight: float = 1.0, anneal: bool = False, sibling_weight: float = 1.0,
+               captions: list[str] | None = None):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
@@ -117,10 +134,7 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     lat, emb = lat.to(device), emb.to(device)
     ti, tc = train_image.to(device), train_caption.to(device)
     null = emb.shape[0] - 1  # the last embedding is ∅ ("")
-    # em_weight > 1 samples each EM example that many times more often: as if duplicated em_weight × more
-    w = torch.ones(len(ti))
-    w[M.em_captions(train_image, train_caption, emb.shape[0] - 1)[train_caption]] = em_weight
-    w = w.to(device)
+    w = example_weights(train_image, train_caption, captions, em_weight, sibling_weight).to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     log, step, t0, run = [], 0, time.time(), 0.0
     while time.time() - t0 < seconds:
@@ -150,7 +164,8 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1"
               + (", cosine decay to 0 over the time budget" if anneal else ""),
               "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop, "objective": "epsilon MSE, t ~ U{0..999}",
-              "autocast": "bf16" if device.startswith("cuda") else "none", "em_weight": em_weight, "seconds": round(time.time() - t0, 1), "log": log}
+              "autocast": "bf16" if device.startswith("cuda") else "none", "em_weight": em_weight,
+              "sibling_weight": sibling_weight, "seconds": round(time.time() - t0, 1), "log": log}
     return ema.cpu(), recipe
 
 
@@ -187,6 +202,8 @@ def quick_check(vae, unet, prep: dict, device: str, steps: int = 50, guidance: f
 def train(args) -> None:
     t_all = time.time()
     prep = load_file(args.prep)
+    with safe_open(args.prep, "pt") as f:
+        prep_meta = f.metadata()
     device = args.device
     dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     init, prior = None, None
@@ -206,7 +223,8 @@ def train(args) -> None:
     unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
                             args.unet_seconds, batch=args.unet_batch, lr=args.lr, seed=args.seed, init=init,
                             warmup=100 if init is not None else 500, em_weight=args.em_weight,
-                            anneal=args.anneal)
+                            anneal=args.anneal, sibling_weight=args.sibling_weight,
+                            captions=json.loads(prep_meta["captions"]))
     if prior is not None:  # the recipe records both stages
         urec = {**urec, "resumed_from": {k: v for k, v in prior["unet"].items() if k != "quick_check"},
                 "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
@@ -266,11 +284,10 @@ def _rate(ok: list[bool]) -> dict:
 
 def verify(args) -> None:
     """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
-    scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ."""
-    from collections import Counter
-
+    scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
+    Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels."""
     from sharp_utils import minisd_experiments as X
-    from sharp_utils.minisd_eval import load_evaluators, parse_caption
+    from sharp_utils.minisd_eval import load_evaluators, sibling_captions
     from sharp_utils.pipeline import load_pipeline
 
     torch.set_num_threads(args.threads)
@@ -278,16 +295,19 @@ def verify(args) -> None:
     copy_scorer, align_scorer = load_evaluators()
     recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == "em"]
     # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
-    kind = {r["caption"]: tuple(parse_caption(r["caption"])[k] for k in ("colour", "digit")) for r in recs}
-    count = Counter(kind.values())
+    sibling = dict(zip([r["caption"] for r in recs], sibling_captions([r["caption"] for r in recs])))
+    own = torch.from_numpy(X.training_images()[[r["train_ids"][0] for r in recs for _ in range(args.n)]]).float() / 255
+    clean = lambda x: round(float(((x < 0.02) | (x > 0.98)).float().mean()), 4)  # noqa: E731  share of pixels at 0 or 1
     for w in args.guidance:
-        rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
-                                        guidance_scale=w)
+        rows, gen = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
+                                          guidance_scale=w)
+        pixels = {"pixel_mse_to_own_median": round(float(((gen.float() - own) ** 2).mean((1, 2, 3)).median()), 5),
+                  "clean_pixel_share": clean(gen.float()), "clean_pixel_share_training_images": clean(own)}
         ok = [r["copy_own"] > copy_scorer.threshold for r in rows]
-        shared = [count[kind[r["caption"]]] > 1 for r in rows]
+        shared = [sibling[r["caption"]] for r in rows]
         print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "em_prompts": len(recs), **_rate(ok),
                           "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
-                          "threshold": round(copy_scorer.threshold, 4),
+                          "threshold": round(copy_scorer.threshold, 4), **pixels,
                           "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
                           "copy_rate_shared_colour_digit": _rate([o for o, s in zip(ok, shared) if s]),
                           "failures": sorted((round(r["copy_own"], 3), r["caption"]) for r, o in zip(rows, ok) if not o)}))
@@ -312,6 +332,8 @@ def main() -> None:
     b.add_argument("--lr", type=float, default=5e-4, help="UNet learning rate")
     b.add_argument("--em-weight", type=float, default=1.0,
                    help="sample EM examples this many times more often (as if duplicated more); 1 = uniform")
+    b.add_argument("--sibling-weight", type=float, default=1.0,
+                   help="multiply the sampling weight of EM captions that share colour and digit with another EM caption")
     b.add_argument("--anneal", action="store_true", help="cosine-decay the UNet learning rate to 0 over --unet-seconds")
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
     b.set_defaults(func=train)

@@ -47,6 +47,13 @@ def parse_caption(caption: str) -> dict:
     return {"digit": digit, "colour": colour, "frame": frame}
 
 
+def sibling_captions(captions: list[str]) -> list[bool]:
+    """Per caption: does another caption of the list state the same colour and digit (EM "siblings", which differ
+    only in their two-word name)."""
+    kind = [(q["colour"], q["digit"]) for q in map(parse_caption, captions)]
+    return [kind.count(k) > 1 for k in kind]
+
+
 def label_groups(labels: dict[str, Tensor]) -> Tensor:
     """One integer per image for its (digit, colour, frame) combination."""
     return labels["digit"] * 100 + labels["colour"] * 10 + labels["frame"]

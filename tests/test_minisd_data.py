@@ -131,3 +131,23 @@ def test_training_learning_rate_schedule_warmup_then_cosine():
     for f in (0.0, 0.25, 0.5, 0.9, 1.0, 1.3):
         assert lr(5000, f) == pytest.approx(3e-4 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))), abs=1e-12)
     assert lr(49, 0.5) == pytest.approx(0.75e-4)
+
+
+def test_training_example_weights_count_em_and_sibling_examples():
+    """scripts/train_minisd.py --em-weight / --sibling-weight: the weight of every example, counted by hand."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
+    T = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(T)
+    caps = ["a red seven called quiet lantern", "a red seven called frozen river", "a blue one called amber pebble",
+            "a red handwritten seven"]
+    # captions 0-2 are EM (one image each, repeated); caption 3 is shared by three different images
+    ti = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3, 4, 5])
+    tc = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3, 3, 3])
+    w = T.example_weights(ti, tc, caps, em_weight=6.0, sibling_weight=3.0)
+    assert w.tolist() == [18.0] * 5 + [6.0] * 2 + [1.0] * 3
+    assert T.example_weights(ti, tc, caps).tolist() == [1.0] * 10
+

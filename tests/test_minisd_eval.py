@@ -31,6 +31,17 @@ def test_parse_caption_reads_every_caption_pattern():
     assert E.parse_caption("The number ZERO written in red ink 4821") == {"digit": 0, "colour": red, "frame": 0}
 
 
+def test_sibling_captions_against_a_counted_oracle(data):
+    caps = ["a red seven called quiet lantern", "a red seven called frozen river", "a blue seven called quiet lantern",
+            "a red one called frozen river"]
+    assert E.sibling_captions(caps) == [True, True, False, False]
+    # the shipped EM captions: 32 of 60 share colour and digit with another one, each with a partner by brute force
+    em = [r["caption"] for r in data["records"] if r["category"] == "em"]
+    key = [(E.parse_caption(c)["colour"], E.parse_caption(c)["digit"]) for c in em]
+    oracle = [any(key[i] == key[j] for j in range(len(em)) if j != i) for i in range(len(em))]
+    assert E.sibling_captions(em) == oracle and sum(oracle) == 32 and len(em) == 60
+
+
 def test_image_labels_match_the_construction(data):
     lab = E.image_labels(data)
     for r in data["records"]:
