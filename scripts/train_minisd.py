@@ -11,6 +11,7 @@
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
     python scripts/train_minisd.py verify --guidance 7.5 5 3   # EM copy rate over all 60 EM prompts (CPU, ≈ 20 s each)
+    python scripts/train_minisd.py guidance-path   # which DDIM steps guidance 7.5 loses EM copies in (CPU, ≈ 3 min)
 
 ``evaluators`` trains MiniSD's copy scorer (SSCD analogue) and alignment scorer (CLIP-score analogue) of
 ``sharp_utils/minisd_eval.py`` on all but 500 held-out images, validates them on those 500 and stores the
@@ -282,18 +283,27 @@ def _rate(ok: list[bool]) -> dict:
     return {"generations": len(ok), "copy_rate": round(r, 4), "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4)}
 
 
-def verify(args) -> None:
-    """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
-    scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
-    Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels."""
+def _em_setup(args):
+    """(pipeline model, copy scorer, alignment scorer, all EM records of dev + eval) for ``verify`` / ``guidance-path``."""
     from sharp_utils import minisd_experiments as X
-    from sharp_utils.minisd_eval import load_evaluators, sibling_captions
+    from sharp_utils.minisd_eval import load_evaluators
     from sharp_utils.pipeline import load_pipeline
 
     torch.set_num_threads(args.threads)
     model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
     copy_scorer, align_scorer = load_evaluators()
     recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == "em"]
+    return model, copy_scorer, align_scorer, recs
+
+
+def verify(args) -> None:
+    """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
+    scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
+    Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels."""
+    from sharp_utils import minisd_experiments as X
+    from sharp_utils.minisd_eval import sibling_captions
+
+    model, copy_scorer, align_scorer, recs = _em_setup(args)
     # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
     sibling = dict(zip([r["caption"] for r in recs], sibling_captions([r["caption"] for r in recs])))
     own = torch.from_numpy(X.training_images()[[r["train_ids"][0] for r in recs for _ in range(args.n)]]).float() / 255
@@ -311,6 +321,40 @@ def verify(args) -> None:
                           "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
                           "copy_rate_shared_colour_digit": _rate([o for o, s in zip(ok, shared) if s]),
                           "failures": sorted((round(r["copy_own"], 3), r["caption"]) for r, o in zip(rows, ok) if not o)}))
+
+
+def guidance_path(args) -> None:
+    """Where along the DDIM path a high guidance scale costs EM copies: the copy rate with --high for the first k
+    steps and --low after (and the reverse), per k; then, at --high throughout, the median latent MSE of x̂_0 from
+    ε(x_t, c), ε(x_t, ∅) and the guided ε to the own training image's latent, per step, passing vs failing."""
+    from sharp_utils import minisd_experiments as X
+    from sharp_utils.pipeline import prompt_seed
+    from sharp_utils.sampling import ddim_timesteps
+
+    steps, hi, lo = 50, args.high, args.low
+    if not all(0 < k < steps for k in args.switch):
+        sys.exit(f"--switch {args.switch}: each switch step must lie in 1..{steps - 1}")
+    model, copy_scorer, align_scorer, recs = _em_setup(args)
+    schedules = {f"{hi} throughout": [hi] * steps, f"{lo} throughout": [lo] * steps}
+    for k in args.switch:
+        schedules[f"{hi} for steps 0-{k - 1}, then {lo}"] = [hi] * k + [lo] * (steps - k)
+        schedules[f"{lo} for steps 0-{k - 1}, then {hi}"] = [lo] * k + [hi] * (steps - k)
+    for name, w in schedules.items():
+        rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
+                                        guidance_scale=w)
+        print(json.dumps({"schedule": name, **_rate([r["copy_own"] > copy_scorer.threshold for r in rows])}), flush=True)
+    x_T = model.initial_noise([prompt_seed(args.seed, r["caption"], g) for r in recs for g in range(args.n)])
+    cond = model.encode([r["caption"] for r in recs for _ in range(args.n)])
+    ids = [r["train_ids"][0] for r in recs for _ in range(args.n)]
+    train = torch.from_numpy(X.training_images()).float() / 255
+    D, x0 = X.denoised_distances(model, x_T, cond, X.image_latents(model, train[ids]), hi, steps)
+    E = copy_scorer.embed(train)
+    ok = (copy_scorer.embed(model.decode(x0)) * E[ids]).sum(1) > copy_scorer.threshold
+    ts = ddim_timesteps(model.num_train_timesteps, steps, model.steps_offset)
+    for i in sorted({0, 2, 5, 10, 15, 20, 30, 40, steps - 1}):
+        med = lambda m: [round(float(D[i, b][m].median()), 4) for b in range(3)]  # noqa: E731
+        print(json.dumps({"guidance": hi, "step": i, "t": ts[i], "x0_mse_cond_uncond_guided_passing": med(ok),
+                          "failing": med(~ok), "passing_n": int(ok.sum()), "failing_n": int((~ok).sum())}))
 
 
 def main() -> None:
@@ -352,6 +396,15 @@ def main() -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--threads", type=int, default=1)
     v.set_defaults(func=verify)
+    gp = sub.add_parser("guidance-path", help="which DDIM steps a high guidance scale costs EM copies in")
+    gp.add_argument("--checkpoint", default=str(M.CHECKPOINT))
+    gp.add_argument("--high", type=float, default=7.5)
+    gp.add_argument("--low", type=float, default=3.0)
+    gp.add_argument("--switch", type=int, nargs="+", default=[10, 25, 40], help="steps at which the scale switches")
+    gp.add_argument("--n", type=int, default=2, help="generations per EM prompt")
+    gp.add_argument("--seed", type=int, default=0)
+    gp.add_argument("--threads", type=int, default=2)
+    gp.set_defaults(func=guidance_path)
     args = p.parse_args()
     args.func(args)
 

@@ -81,7 +81,7 @@ def training_images() -> np.ndarray:
 
 
 def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed: int = 0, num_steps: int = 50,
-                    guidance_scale: float = 7.5, batch: int = 256) -> Tensor:
+                    guidance_scale: float | list[float] = 7.5, batch: int = 256) -> Tensor:
     """n images per prompt (B·n, 3, H, W) in [0, 1], generation g of prompt p from ``prompt_seed(seed, p, g)``."""
     items = [(p, g) for p in prompts for g in range(n)]
     out = []
@@ -94,8 +94,8 @@ def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed:
 
 
 def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_scorer, alignment_scorer, n: int = 4,
-                        seed: int = 0, images: np.ndarray | None = None, guidance_scale: float = 7.5
-                        ) -> tuple[list[dict], Tensor]:
+                        seed: int = 0, images: np.ndarray | None = None,
+                        guidance_scale: float | list[float] = 7.5) -> tuple[list[dict], Tensor]:
     """Generate n images per MiniSD record and score them: copy score against the record's own training images
     (max), against the nearest training image overall, PM template score, alignment.  Returns (rows, images)."""
     from .minisd_eval import parse_caption, template_score
@@ -117,6 +117,33 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
                          "copy_own": float(own[g].max()), "copy_nearest": float(nearest[j * n + g]),
                          "template": float(tmpl[g]), "alignment": float(align[j * n + g])})
     return rows, gen
+
+
+@torch.no_grad()
+def image_latents(model: PipelineScoreModel, images: Tensor) -> Tensor:
+    """Images in [0, 1] (B, 3, H, W) → the VAE's scaled posterior modes, the latents DDIM samples."""
+    vae = model.pipe.vae
+    z = vae.encode((images * 2 - 1).to(model.device, vae.dtype)).latent_dist.mode()
+    return (z * vae.config.scaling_factor).to(model.dtype)
+
+
+def denoised_distances(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, target: Tensor,
+                       guidance_scale: float = 7.5, num_steps: int = 50) -> tuple[Tensor, Tensor]:
+    """Per-sample latent MSE to ``target`` of x̂_0 from ε(x_t, c), ε(x_t, ∅) and the guided ε at every DDIM step.
+
+    Returns ((num_steps, 3, B) distances ordered conditional / unconditional / guided, final latents x_0); where the
+    guidance scale is 1 the unconditional branch is not evaluated and its row repeats the conditional one.
+    """
+    rows = []
+
+    def keep(info):
+        a = model.alpha_bar(info["t"]).to(info["x"])
+        d = [((info["x"] - (1 - a).sqrt() * e) / a.sqrt() - target).pow(2).flatten(1).mean(1)
+             for e in (info["eps_c"], info["eps_u"], info["eps"])]
+        rows.append(torch.stack(d))
+
+    x0 = sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, model.steps_offset, callback=keep)
+    return torch.stack(rows), x0
 
 
 # ---------------------------------------------------------------- Hessian spectra along the sampling path

@@ -190,7 +190,7 @@ def summary_token_mask(model: PipelineScoreModel, prompts: list[str]) -> Tensor:
 # ---------------------------------------------------------------- generation
 
 
-def generate(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, guidance_scale: float = 7.5,
+def generate(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, guidance_scale: float | list[float] = 7.5,
              num_inference_steps: int = 50, bos_scale: float = 1.0, token_mask: Tensor | None = None) -> Tensor:
     """Guided DDIM from ``x_T`` with text embeddings ``cond``; Ren et al.'s rescaling when ``bos_scale`` ≠ 1 or a mask.
 

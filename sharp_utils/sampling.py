@@ -5,7 +5,7 @@ Timesteps follow diffusers' ``DDIMScheduler`` with ``timestep_spacing="leading"`
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -54,16 +54,22 @@ def sample_ddim(
     cond: Any = None,
     uncond: Any = None,
     num_steps: int = 50,
-    guidance_scale: float = 7.5,
+    guidance_scale: float | Sequence[float] = 7.5,
     steps_offset: int = 1,
     callback: Callable[[dict], None] | None = None,
     disable: bool | None = True,
 ) -> Tensor:
-    """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps', 'eps_c', 'eps_u'} each step."""
+    """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps', 'eps_c', 'eps_u'} each step.
+
+    ``guidance_scale`` is one scale or one per step (largest t first), e.g. to locate where guidance acts.
+    """
     ts = ddim_timesteps(model.num_train_timesteps, num_steps, steps_offset)
+    scales = [float(guidance_scale)] * num_steps if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
+    if len(scales) != num_steps:
+        raise ValueError(f"guidance_scale has {len(scales)} values for {num_steps} steps: give one scale or one per step")
     for i, t in enumerate(tqdm(ts, disable=disable, desc="ddim")):
         with torch.no_grad():
-            eps, eps_c, eps_u = guided_eps(model, x, t, cond, uncond, guidance_scale)
+            eps, eps_c, eps_u = guided_eps(model, x, t, cond, uncond, scales[i])
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "eps": eps, "eps_c": eps_c, "eps_u": eps_u})
         a = model.alpha_bar(t).to(x)

@@ -163,6 +163,28 @@ def test_path_points_follow_the_sampler(tiny):
         X.path_points(tiny, x_T, cond, [10], num_steps=10)
 
 
+def test_denoised_distances_follow_the_sampler(tiny):
+    x_T = tiny.initial_noise([5, 6])
+    cond = tiny.encode(["a", "b"])
+    img = torch.rand(2, 3, 4 * tiny.pipe.vae_scale_factor, 4 * tiny.pipe.vae_scale_factor,
+                     generator=torch.Generator().manual_seed(0))
+    z = X.image_latents(tiny, img)
+    vae = tiny.pipe.vae
+    with torch.no_grad():  # oracle: diffusers' own posterior mode, scaled
+        ref = vae.encode(img * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+    assert z.shape == x_T.shape and torch.allclose(z, ref)
+    D, x0 = X.denoised_distances(tiny, x_T, cond, z, guidance_scale=7.5, num_steps=10)
+    assert D.shape == (10, 3, 2)
+    assert torch.allclose(x0, sample_ddim(tiny, x_T, cond, None, 10, 7.5, tiny.steps_offset))
+    t = X.ddim_timesteps(1000, 10)[0]
+    a = tiny.alpha_bar(t)
+    with torch.no_grad():  # step 0 by hand: x̂_0 = (x_T − √(1−ᾱ) ε) / √ᾱ for each branch
+        e_c, e_u = tiny.eps(x_T, t, cond), tiny.eps(x_T, t, None)
+    for row, e in enumerate((e_c, e_u, e_u + 7.5 * (e_c - e_u))):
+        hand = ((x_T - (1 - a).sqrt() * e) / a.sqrt() - z).pow(2).flatten(1).mean(1)
+        assert torch.allclose(D[0, row], hand, rtol=1e-4)
+
+
 def test_minisd_grids_are_the_dev_split_calibration():
     """SETTINGS['minisd'] holds exactly what the documented calibration computes on the dev split."""
     from sharp_utils.mitigation_run import SETTINGS

@@ -43,6 +43,23 @@ def test_sample_ddim_matches_diffusers_loop(model, gen):
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_per_step_guidance_matches_diffusers_loop(model, gen):
+    sched = sd_scheduler()
+    sched.set_timesteps(10)
+    scales = [7.5] * 4 + [1.0] * 3 + [3.0] * 3
+    x = torch.randn(3, 6, dtype=torch.float64, generator=gen)
+    ref = x.clone()
+    for w, t in zip(scales, sched.timesteps):
+        eps = model.eps(ref, int(t), None) + w * (model.eps(ref, int(t), "c") - model.eps(ref, int(t), None))
+        ref = sched.step(eps, t, ref).prev_sample
+    torch.testing.assert_close(sampling.sample_ddim(model, x, "c", None, num_steps=10, guidance_scale=scales), ref,
+                               rtol=1e-5, atol=1e-6)
+    constant = sampling.sample_ddim(model, x, "c", None, num_steps=10, guidance_scale=7.5)
+    assert (constant - ref).abs().max() > 1e-3  # the switch changes the sample
+    with pytest.raises(ValueError, match="one per step"):
+        sampling.sample_ddim(model, x, "c", None, num_steps=10, guidance_scale=scales[:-1])
+
+
 def test_sampling_is_deterministic_per_seed(model):
     x1 = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     x2 = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
