@@ -310,12 +310,13 @@ def verify(args) -> None:
     clean = lambda x: round(float(((x < 0.02) | (x > 0.98)).float().mean()), 4)  # noqa: E731  share of pixels at 0 or 1
     for w in args.guidance:
         rows, gen = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
-                                          guidance_scale=w)
+                                          guidance_scale=w, num_steps=args.steps)
         pixels = {"pixel_mse_to_own_median": round(float(((gen.float() - own) ** 2).mean((1, 2, 3)).median()), 5),
                   "clean_pixel_share": clean(gen.float()), "clean_pixel_share_training_images": clean(own)}
         ok = [r["copy_own"] > copy_scorer.threshold for r in rows]
         shared = [sibling[r["caption"]] for r in rows]
-        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "em_prompts": len(recs), **_rate(ok),
+        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "steps": args.steps,
+                          "em_prompts": len(recs), **_rate(ok),
                           "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
                           "threshold": round(copy_scorer.threshold, 4), **pixels,
                           "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
@@ -393,6 +394,7 @@ def main() -> None:
     v.add_argument("--checkpoint", default=str(M.CHECKPOINT))
     v.add_argument("--guidance", type=float, nargs="+", default=[7.5])
     v.add_argument("--n", type=int, default=2, help="generations per EM prompt")
+    v.add_argument("--steps", type=int, default=50, help="DDIM steps (the paper's 50)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--threads", type=int, default=1)
     v.set_defaults(func=verify)

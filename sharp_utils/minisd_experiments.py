@@ -95,7 +95,7 @@ def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed:
 
 def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_scorer, alignment_scorer, n: int = 4,
                         seed: int = 0, images: np.ndarray | None = None,
-                        guidance_scale: float | list[float] = 7.5) -> tuple[list[dict], Tensor]:
+                        guidance_scale: float | list[float] = 7.5, num_steps: int = 50) -> tuple[list[dict], Tensor]:
     """Generate n images per MiniSD record and score them: copy score against the record's own training images
     (max), against the nearest training image overall, PM template score, alignment.  Returns (rows, images)."""
     from .minisd_eval import parse_caption, template_score
@@ -103,7 +103,7 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
     images = training_images() if images is None else images
     train = torch.from_numpy(images).float() / 255.0
     E = copy_scorer.embed(train)
-    gen = generate_images(model, [r["caption"] for r in records], n, seed, guidance_scale=guidance_scale)
+    gen = generate_images(model, [r["caption"] for r in records], n, seed, num_steps, guidance_scale)
     G = copy_scorer.embed(gen)
     align = alignment_scorer.score(gen, [r["caption"] for r in records for _ in range(n)])
     nearest = (G @ E.T).max(1).values
