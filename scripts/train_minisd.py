@@ -329,7 +329,6 @@ def guidance_path(args) -> None:
     steps and --low after (and the reverse), per k; then, at --high throughout, the median latent MSE of x̂_0 from
     ε(x_t, c), ε(x_t, ∅) and the guided ε to the own training image's latent, per step, passing vs failing."""
     from sharp_utils import minisd_experiments as X
-    from sharp_utils.pipeline import prompt_seed
     from sharp_utils.sampling import ddim_timesteps
 
     steps, hi, lo = 50, args.high, args.low
@@ -340,17 +339,18 @@ def guidance_path(args) -> None:
     for k in args.switch:
         schedules[f"{hi} for steps 0-{k - 1}, then {lo}"] = [hi] * k + [lo] * (steps - k)
         schedules[f"{lo} for steps 0-{k - 1}, then {hi}"] = [lo] * k + [hi] * (steps - k)
+    passed = {}
     for name, w in schedules.items():
         rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
                                         guidance_scale=w)
-        print(json.dumps({"schedule": name, **_rate([r["copy_own"] > copy_scorer.threshold for r in rows])}), flush=True)
-    x_T = model.initial_noise([prompt_seed(args.seed, r["caption"], g) for r in recs for g in range(args.n)])
-    cond = model.encode([r["caption"] for r in recs for _ in range(args.n)])
-    ids = [r["train_ids"][0] for r in recs for _ in range(args.n)]
+        passed[name] = [r["copy_own"] > copy_scorer.threshold for r in rows]
+        print(json.dumps({"schedule": name, **_rate(passed[name])}), flush=True)
+    x_T, cond = X.seeded_inputs(model, [(r["caption"], g) for r in recs for g in range(args.n)], args.seed)
+    ids = [r["train_ids"][0] for r in recs for _ in range(args.n)]  # EM records have one training image
     train = torch.from_numpy(X.training_images()).float() / 255
-    D, x0 = X.denoised_distances(model, x_T, cond, X.image_latents(model, train[ids]), hi, steps)
-    E = copy_scorer.embed(train)
-    ok = (copy_scorer.embed(model.decode(x0)) * E[ids]).sum(1) > copy_scorer.threshold
+    # the same generations as the first schedule's: pass / fail from its copy scores
+    D, _ = X.denoised_distances(model, x_T, cond, X.image_latents(model, train[ids]), hi, steps)
+    ok = torch.tensor(passed[f"{hi} throughout"])
     ts = ddim_timesteps(model.num_train_timesteps, steps, model.steps_offset)
     for i in sorted({0, 2, 5, 10, 15, 20, 30, 40, steps - 1}):
         med = lambda m: [round(float(D[i, b][m].median()), 4) for b in range(3)]  # noqa: E731

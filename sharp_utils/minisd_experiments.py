@@ -19,6 +19,7 @@ from .metrics import wen_metric
 from .mitigation import generate
 from .pipeline import PipelineScoreModel, load_pipeline, prompt_seed
 from .sampling import ddim_timesteps, sample_ddim
+from .scores import eps_to_x0
 from .spectrum import top_eigenvalues
 
 MINISD = "minisd"
@@ -86,11 +87,14 @@ def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed:
     items = [(p, g) for p in prompts for g in range(n)]
     out = []
     for i in range(0, len(items), batch):
-        chunk = items[i:i + batch]
-        x = model.initial_noise([prompt_seed(seed, p, g) for p, g in chunk])
-        cond = model.encode([p for p, _ in chunk])
+        x, cond = seeded_inputs(model, items[i:i + batch], seed)
         out.append(model.decode(generate(model, x, cond, guidance_scale, num_steps)))
     return torch.cat(out)
+
+
+def seeded_inputs(model: PipelineScoreModel, items: list[tuple[str, int]], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(x_T, text embeddings) for (prompt, generation) pairs, x_T of each from ``prompt_seed(seed, prompt, generation)``."""
+    return model.initial_noise([prompt_seed(seed, p, g) for p, g in items]), model.encode([p for p, _ in items])
 
 
 def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_scorer, alignment_scorer, n: int = 4,
@@ -138,7 +142,7 @@ def denoised_distances(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, tar
 
     def keep(info):
         a = model.alpha_bar(info["t"]).to(info["x"])
-        d = [((info["x"] - (1 - a).sqrt() * e) / a.sqrt() - target).pow(2).flatten(1).mean(1)
+        d = [(eps_to_x0(e, info["x"], a) - target).pow(2).flatten(1).mean(1)
              for e in (info["eps_c"], info["eps_u"], info["eps"])]
         rows.append(torch.stack(d))
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .scores import ScoreModel, cfg_combine
+from .scores import ScoreModel, cfg_combine, eps_to_x0
 
 
 def per_sample_noise(seeds, shape: tuple[int, ...], dtype=torch.float32) -> Tensor:
@@ -29,7 +29,7 @@ def ddim_timesteps(num_train_timesteps: int, num_inference_steps: int, steps_off
 
 def ddim_step(x: Tensor, eps: Tensor, alpha_bar: Tensor, alpha_bar_prev: Tensor) -> Tensor:
     """One deterministic DDIM update (η = 0): x_{t−1} = √ᾱ' x̂_0 + √(1−ᾱ') ε."""
-    x0 = (x - torch.sqrt(1 - alpha_bar) * eps) / torch.sqrt(alpha_bar)
+    x0 = eps_to_x0(eps, x, alpha_bar)
     return torch.sqrt(alpha_bar_prev) * x0 + torch.sqrt(1 - alpha_bar_prev) * eps
 
 

@@ -48,6 +48,12 @@ def x0_to_eps(x0: Tensor, x: Tensor, alpha_bar: Tensor | float) -> Tensor:
     return (x - torch.sqrt(a) * x0) / torch.sqrt(1 - a)
 
 
+def eps_to_x0(eps: Tensor, x: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """ε → the denoised estimate x̂_0 = (x_t − √(1−ᾱ) ε)/√ᾱ (inverse of :func:`x0_to_eps`)."""
+    a = _bcast(alpha_bar, x)
+    return (x - torch.sqrt(1 - a) * eps) / torch.sqrt(a)
+
+
 def output_to_eps(output: Tensor, x: Tensor, alpha_bar: Tensor | float, prediction_type: str) -> Tensor:
     """Any VP network output (``epsilon``, ``v_prediction`` or ``sample``) → ε."""
     if prediction_type == "epsilon":

@@ -150,4 +150,3 @@ def test_training_example_weights_count_em_and_sibling_examples():
     w = T.example_weights(ti, tc, caps, em_weight=6.0, sibling_weight=3.0)
     assert w.tolist() == [18.0] * 5 + [6.0] * 2 + [1.0] * 3
     assert T.example_weights(ti, tc, caps).tolist() == [1.0] * 10
-

@@ -60,6 +60,15 @@ def test_per_step_guidance_matches_diffusers_loop(model, gen):
         sampling.sample_ddim(model, x, "c", None, num_steps=10, guidance_scale=scales[:-1])
 
 
+def test_eps_to_x0_inverts_x0_to_eps(gen):
+    from sharp_utils.scores import eps_to_x0, x0_to_eps
+
+    x0 = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=gen)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=gen)
+    for a in (0.999, 0.3, 0.005):
+        torch.testing.assert_close(eps_to_x0(x0_to_eps(x0, x, a), x, a), x0)
+
+
 def test_sampling_is_deterministic_per_seed(model):
     x1 = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     x2 = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
