@@ -21,8 +21,7 @@ from sharp_utils import minisd as M  # noqa: E402
 
 def seconds_per_step(channels: tuple[int, ...], batch: int, steps: int, device: str) -> tuple[float, float]:
     """(seconds per optimiser step after 3 warm-up steps, millions of parameters) for one UNet width."""
-    groups = M.UNET_CONFIG["norm_num_groups"] if all(c % M.UNET_CONFIG["norm_num_groups"] == 0 for c in channels) else 16
-    unet = M.build_unet({**M.UNET_CONFIG, "block_out_channels": channels, "norm_num_groups": groups}).to(device).train()
+    unet = M.build_unet(M.unet_config(channels)).to(device).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 4, 8, 8, generator=g).to(device)

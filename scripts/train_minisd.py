@@ -119,11 +119,13 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
                device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
                ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500,
                em_weight: float = 1.0, anneal: bool = False, sibling_weight: float = 1.0,
-               captions: list[str] | None = None):
+               captions: list[str] | None = None, config: dict | None = None, save_every: float = 600.0,
+               callback=None):
+    """EMA UNet and recipe; every ``save_every`` seconds ``callback(ema_unet, recipe_so_far)`` (a mid-run save)."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
-    unet = M.build_unet()
+    unet = M.build_unet(config)
     if init is not None:  # --resume: continue from a shipped (EMA) UNet
         unet.load_state_dict(init)
     unet = unet.to(device).train()
@@ -138,6 +140,17 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     w = example_weights(train_image, train_caption, captions, em_weight, sibling_weight).to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     log, step, t0, run = [], 0, time.time(), 0.0
+
+    def recipe() -> dict:
+        return {"steps": step, "batch_size": batch, "lr": lr,
+                "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1"
+                + (", cosine decay to 0 over the time budget" if anneal else ""),
+                "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop,
+                "objective": "epsilon MSE, t ~ U{0..999}", "autocast": "bf16" if device.startswith("cuda") else "none",
+                "em_weight": em_weight, "sibling_weight": sibling_weight, "seconds": round(time.time() - t0, 1),
+                "log": log}
+
+    last_save = t0
     while time.time() - t0 < seconds:
         _warmup_lr(opt, step, lr, warmup, (time.time() - t0) / seconds if anneal else None)
         j = torch.multinomial(w, batch, replacement=True, generator=g)
@@ -162,12 +175,10 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
         if step % 500 == 0:
             log.append([step, round(time.time() - t0, 1), round(run, 5)])
         step += 1
-    recipe = {"steps": step, "batch_size": batch, "lr": lr, "optimizer": f"AdamW (wd 0.01), {warmup}-step warm-up, grad clip 1"
-              + (", cosine decay to 0 over the time budget" if anneal else ""),
-              "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop, "objective": "epsilon MSE, t ~ U{0..999}",
-              "autocast": "bf16" if device.startswith("cuda") else "none", "em_weight": em_weight,
-              "sibling_weight": sibling_weight, "seconds": round(time.time() - t0, 1), "log": log}
-    return ema.cpu(), recipe
+        if callback is not None and time.time() - last_save >= save_every:
+            callback(ema, {**recipe(), "saved_mid_run": True})
+            last_save = time.time()
+    return ema.cpu(), recipe()
 
 
 @torch.no_grad()
@@ -200,6 +211,23 @@ def quick_check(vae, unet, prep: dict, device: str, steps: int = 50, guidance: f
     return out
 
 
+def save_checkpoint(out: Path, vae, unet, vae_recipe: dict, unet_recipe: dict) -> None:
+    """Write VAE + UNet with their manifest into a scratch folder, then move the three files into ``out`` (the
+    manifest last), so a run killed mid-save leaves the previous checkpoint loadable."""
+    import os
+    import shutil
+
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_state(tmp, "vae", vae.state_dict(), config=dict(vae.config), recipe=vae_recipe)
+    save_state(tmp, "unet", unet.state_dict(), config=dict(unet.config), recipe=unet_recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("vae.safetensors", "unet.safetensors", "MANIFEST.json"):
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
+
+
 def train(args) -> None:
     t_all = time.time()
     prep = load_file(args.prep)
@@ -208,33 +236,51 @@ def train(args) -> None:
     device = args.device
     dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     init, prior = None, None
-    if args.resume:  # keep the checkpoint's VAE, continue its UNet
+    config = M.unet_config(args.widths) if args.widths else None
+    if args.resume and args.vae_from:
+        raise SystemExit("give --resume (continue a checkpoint's UNet) or --vae-from (fresh UNet on its VAE), not both")
+    if args.resume or args.vae_from:  # keep the checkpoint's VAE; --resume also continues its UNet
         from sharp_utils.checkpoints import read_manifest
 
-        vae, unet0 = M.load_parts(args.resume)
-        prior = read_manifest(args.resume)["recipe"]
+        vae, unet0 = M.load_parts(args.resume or args.vae_from)
+        vrec = read_manifest(args.resume or args.vae_from)["recipe"]["vae"]
         lat = _latents(vae.eval(), prep["images"].float() / 127.5 - 1.0)
         scale = float(vae.config.scaling_factor)
-        vrec = prior["vae"]
-        init = unet0.state_dict()
+        if args.resume:
+            prior = read_manifest(args.resume)["recipe"]
+            have = tuple(unet0.config.block_out_channels)
+            if config is not None and tuple(config["block_out_channels"]) != have:
+                raise SystemExit(f"--widths {' '.join(map(str, args.widths))} differs from {args.resume}'s UNet "
+                                 f"{' '.join(map(str, have))}: drop --widths to continue it, or use --vae-from to start a new UNet")
+            config = {k: v for k, v in unet0.config.items() if not k.startswith("_")}
+            init = unet0.state_dict()
     else:
         vae, lat, vrec = train_vae(prep["images"], device, args.vae_seconds, batch=args.vae_batch, seed=args.seed)
         scale = float(1.0 / lat.std())
         vae.register_to_config(scaling_factor=scale)
+    out = Path(args.out)
+    common = {"device": dev_name, "seed": args.seed, "command": " ".join(["python scripts/train_minisd.py"] + args.argv)}
+    kept_vae = bool(args.resume or args.vae_from)
+
+    def with_prior(urec: dict) -> dict:  # a resumed recipe records every stage
+        if prior is None:
+            return urec
+        return {**urec, "resumed_from": {k: v for k, v in prior["unet"].items() if k != "quick_check"},
+                "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
+
+    def save(unet, urec: dict, extra: dict) -> None:
+        vae_recipe = vrec if kept_vae else {**vrec, **common, **extra, "scaling_factor": scale}  # a kept VAE keeps its own
+        save_checkpoint(out, vae, unet, vae_recipe, {**with_prior(urec), **common, **extra})
+
     unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
                             args.unet_seconds, batch=args.unet_batch, lr=args.lr, seed=args.seed, init=init,
                             warmup=100 if init is not None else 500, em_weight=args.em_weight,
                             anneal=args.anneal, sibling_weight=args.sibling_weight,
-                            captions=json.loads(prep_meta["captions"]))
-    if prior is not None:  # the recipe records both stages
-        urec = {**urec, "resumed_from": {k: v for k, v in prior["unet"].items() if k != "quick_check"},
-                "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
+                            captions=json.loads(prep_meta["captions"]), config=config, save_every=args.save_every,
+                            callback=lambda ema, rec: save(ema, rec, {}))
     check = quick_check(vae, unet, prep, device)
-    out = Path(args.out)
-    common = {"quick_check": check, "device": dev_name, "seed": args.seed, "command": " ".join(["python scripts/train_minisd.py"] + sys.argv[1:])}
-    vae_recipe = vrec if prior is not None else {**vrec, **common, "scaling_factor": scale}  # a resumed VAE keeps its own
-    save_state(out, "vae", vae.state_dict(), config=dict(vae.config), recipe=vae_recipe)
-    save_state(out, "unet", unet.state_dict(), config=dict(unet.config), recipe={**urec, **common})
+    save(unet, urec, {"quick_check": check})
+    urec = with_prior(urec)
     print(json.dumps({"vae": {k: v for k, v in vrec.items() if k != "log"}, "unet": {k: v for k, v in urec.items() if k != "log"},
                       "scaling_factor": scale, "total_seconds": round(time.time() - t_all, 1)}, indent=1))
     print("unet log tail:", urec["log"][-3:])
@@ -255,7 +301,7 @@ def evaluators(args) -> None:
     vc = E.validate_copy(E.MiniSDCopyScorer(c), imgs, held)
     va = E.validate_alignment(E.MiniSDAlignmentScorer(a), imgs, lab, held)
     common = {"device": "cpu", "seed": args.seed, "heldout_images": 500, "seconds_total": round(time.time() - t0, 1),
-              "command": " ".join(["python scripts/train_minisd.py"] + sys.argv[1:])}
+              "command": " ".join(["python scripts/train_minisd.py"] + args.argv)}
     E.save_evaluators(c, a, args.out, recipe={"copy": {**rc, **common, "validation": vc},
                                               "alignment": {**ra, **common, "validation": va}},
                       thresholds={"copy": vc["threshold"], "alignment": va["threshold"]})
@@ -358,7 +404,7 @@ def guidance_path(args) -> None:
                           "failing": med(~ok), "passing_n": int(ok.sum()), "failing_n": int((~ok).sum())}))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("prepare")
@@ -381,6 +427,11 @@ def main() -> None:
                    help="multiply the sampling weight of EM captions that share colour and digit with another EM caption")
     b.add_argument("--anneal", action="store_true", help="cosine-decay the UNet learning rate to 0 over --unet-seconds")
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
+    b.add_argument("--vae-from", default=None, help="checkpoint folder: keep its VAE and train a new UNet")
+    b.add_argument("--widths", type=int, nargs=3, default=None,
+                   help="UNet block widths of a new UNet (shipped: 32 64 64); a resumed UNet keeps its own")
+    b.add_argument("--save-every", type=float, default=600,
+                   help="seconds between mid-run checkpoint saves to --out (a cut-off run resumes from the last one)")
     b.set_defaults(func=train)
     e = sub.add_parser("evaluators")
     e.add_argument("--out", default=str(M.CHECKPOINT.parent / "minisd_eval"))
@@ -407,7 +458,8 @@ def main() -> None:
     gp.add_argument("--seed", type=int, default=0)
     gp.add_argument("--threads", type=int, default=2)
     gp.set_defaults(func=guidance_path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.func(args)
 
 

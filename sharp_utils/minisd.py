@@ -216,6 +216,16 @@ UNET_CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_bloc
                    cross_attention_dim=384, attention_head_dim=8, norm_num_groups=32)
 
 
+def unet_config(widths=UNET_CONFIG["block_out_channels"]) -> dict:
+    """UNET_CONFIG with other block widths; GroupNorm takes the largest of 32, 16, 8 groups that divides every width."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != len(UNET_CONFIG["block_out_channels"]) or any(w <= 0 or w % 8 for w in widths):
+        raise ValueError(f"UNet widths {widths}: give {len(UNET_CONFIG['block_out_channels'])} positive multiples of 8 "
+                         "(8 attention heads per block), e.g. --widths 48 96 96")
+    groups = next(g for g in (32, 16, 8) if all(w % g == 0 for w in widths))
+    return {**UNET_CONFIG, "block_out_channels": widths, "norm_num_groups": groups}
+
+
 def build_vae(config: dict | None = None):
     from diffusers import AutoencoderKL
 

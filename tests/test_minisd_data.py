@@ -14,6 +14,16 @@ def data():
     return M.build_data(seed=0)
 
 
+def _train_script():
+    """scripts/train_minisd.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
+    T = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(T)
+    return T
+
+
 def test_categories_counts_and_split(data):
     recs = data["records"]
     cats = Counter(r["category"] for r in recs)
@@ -113,14 +123,11 @@ def test_shipped_minisd_checkpoint_matches_its_manifest_and_loads():
 
 def test_training_learning_rate_schedule_warmup_then_cosine():
     """scripts/train_minisd.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the budget."""
-    import importlib.util
     import math
 
     import torch
 
-    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
-    T = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(T)
+    T = _train_script()
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
 
     def lr(step, frac):
@@ -135,13 +142,9 @@ def test_training_learning_rate_schedule_warmup_then_cosine():
 
 def test_training_example_weights_count_em_and_sibling_examples():
     """scripts/train_minisd.py --em-weight / --sibling-weight: the weight of every example, counted by hand."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
-    T = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(T)
+    T = _train_script()
     caps = ["a red seven called quiet lantern", "a red seven called frozen river", "a blue one called amber pebble",
             "a red handwritten seven"]
     # captions 0-2 are EM (one image each, repeated); caption 3 is shared by three different images
@@ -150,3 +153,65 @@ def test_training_example_weights_count_em_and_sibling_examples():
     w = T.example_weights(ti, tc, caps, em_weight=6.0, sibling_weight=3.0)
     assert w.tolist() == [18.0] * 5 + [6.0] * 2 + [1.0] * 3
     assert T.example_weights(ti, tc, caps).tolist() == [1.0] * 10
+
+
+def test_unet_config_widths():
+    """minisd.unet_config: the shipped widths give UNET_CONFIG; wider ones build with GroupNorm groups dividing them."""
+    import torch
+
+    assert M.unet_config() == M.UNET_CONFIG and M.unet_config([32, 64, 64]) == M.UNET_CONFIG
+    cfg = M.unet_config((48, 96, 96))
+    assert cfg["block_out_channels"] == (48, 96, 96) and cfg["norm_num_groups"] == 16
+    unet = M.build_unet(cfg)
+    n = sum(p.numel() for p in unet.parameters())
+    assert 2.0 < n / sum(p.numel() for p in M.build_unet().parameters()) < 2.3  # ≈ 5.40 M vs 2.55 M
+    x = torch.randn(2, 4, 8, 8)
+    assert unet(x, 500, encoder_hidden_states=torch.randn(2, 16, 384)).sample.shape == x.shape
+    with pytest.raises(ValueError, match="multiples of 8"):
+        M.unet_config((44, 88, 88))
+
+
+def test_train_widths_mid_run_saves_and_resume(tmp_path):
+    """train_minisd.py train --widths / --vae-from / --resume / --save-every on a tiny synthetic prep file: the new
+    UNet has the asked widths, mid-run saves load with their step counts, a resume adds its steps to the total and
+    keeps the VAE bit for bit, and mismatched widths stop with a one-line error."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sharp_utils.checkpoints import load_state, read_manifest
+
+    T = _train_script()
+    g = torch.Generator().manual_seed(0)
+    caps = ["a red seven called quiet lantern", "a blue one called amber pebble", "a red handwritten seven"]
+    prep = tmp_path / "prep.safetensors"
+    save_file({"images": torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8),
+               "train_image": torch.tensor([0, 0, 1, 1, 2, 3, 4, 5]), "train_caption": torch.tensor([0, 0, 1, 1, 2, 2, 2, 2]),
+               "emb": torch.randn(4, 16, 384, generator=g)}, str(prep), metadata={"captions": json.dumps(caps), "seed": "0"})
+    common = ["--prep", str(prep), "--device", "cpu", "--unet-batch", "4", "--vae-batch", "4"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    T.main(["train", *common, "--out", str(a), "--vae-seconds", "0.5", "--unet-seconds", "0.5",
+           "--widths", "48", "96", "96"])
+    assert read_manifest(a)["config"]["unet"]["block_out_channels"] == [48, 96, 96]
+
+    seen = []
+    lat = torch.randn(6, 4, 8, 8)
+    _, rec = T.train_unet(lat, torch.randn(4, 16, 384), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), "cpu", 1.5,
+                          batch=2, save_every=0.3, callback=lambda ema, r: seen.append((r["steps"], r["saved_mid_run"])))
+    assert len(seen) >= 2 and all(s[1] for s in seen) and [s[0] for s in seen] == sorted({s[0] for s in seen})
+    assert 0 < seen[-1][0] <= rec["steps"] and "saved_mid_run" not in rec
+
+    T.main(["train", *common, "--out", str(b), "--resume", str(a), "--unet-seconds", "1", "--save-every", "0.2"])
+    ra, rb = read_manifest(a)["recipe"]["unet"], read_manifest(b)["recipe"]["unet"]
+    assert rb["total_steps"] == ra["steps"] + rb["steps"] and rb["resumed_from"]["steps"] == ra["steps"]
+    assert "saved_mid_run" not in rb and "quick_check" in rb
+    assert read_manifest(b)["config"]["unet"]["block_out_channels"] == [48, 96, 96]
+    va, vb = load_state(a, "vae")[0], load_state(b, "vae")[0]
+    assert all(torch.equal(va[k], vb[k]) for k in va)
+    assert not (tmp_path / ".b.saving").exists()
+
+    with pytest.raises(SystemExit, match="differs from"):
+        T.main(["train", *common, "--out", str(tmp_path / "c"), "--resume", str(a), "--widths", "32", "64", "64"])
+    T.main(["train", *common, "--out", str(tmp_path / "d"), "--vae-from", str(a), "--unet-seconds", "0.3"])
+    rd = read_manifest(tmp_path / "d")
+    assert rd["config"]["unet"]["block_out_channels"] == [32, 64, 64] and "resumed_from" not in rd["recipe"]["unet"]
+    assert all(torch.equal(va[k], v) for k, v in load_state(tmp_path / "d", "vae")[0].items())
