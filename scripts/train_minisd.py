@@ -8,6 +8,9 @@
         (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more; --sibling-weight 3 draws
          EM captions that share colour and digit with another EM caption 3× as often again;
          --anneal decays the learning rate to 0 by a cosine over the time budget)
+    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out checkpoints/minisd_wide \
+        --vae-from checkpoints/minisd --widths 48 96 96 --unet-seconds 6000 --em-weight 4   # a wider UNet, same VAE
+        (every --save-every 600 s the checkpoint so far is saved to --out; a cut-off run continues with --resume)
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
     python scripts/train_minisd.py verify --guidance 7.5 5 3   # EM copy rate over all 60 EM prompts (CPU, ≈ 20 s each)
