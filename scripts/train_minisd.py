@@ -328,14 +328,15 @@ def calibrate(args) -> None:
     print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))
 
 
-def _rate(ok: list[bool]) -> dict:
-    """Share of passing generations with its binomial standard error."""
+def _rate(ok: list[bool], key: str = "copy_rate") -> dict:
+    """Share of passing generations (under ``key``) with its binomial standard error."""
     r = sum(ok) / max(len(ok), 1)
-    return {"generations": len(ok), "copy_rate": round(r, 4), "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4)}
+    return {"generations": len(ok), key: round(r, 4), "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4)}
 
 
-def _em_setup(args):
-    """(pipeline model, copy scorer, alignment scorer, all EM records of dev + eval) for ``verify`` / ``guidance-path``."""
+def _em_setup(args, category: str = "em"):
+    """(pipeline model, copy scorer, alignment scorer, all records of one category in dev + eval) for ``verify`` /
+    ``guidance-path``."""
     from sharp_utils import minisd_experiments as X
     from sharp_utils.minisd_eval import load_evaluators
     from sharp_utils.pipeline import load_pipeline
@@ -343,17 +344,20 @@ def _em_setup(args):
     torch.set_num_threads(args.threads)
     model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
     copy_scorer, align_scorer = load_evaluators()
-    recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == "em"]
+    recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == category]
     return model, copy_scorer, align_scorer, recs
 
 
 def verify(args) -> None:
     """EM copy rate of a checkpoint: all EM prompts (dev + eval) × n generations per guidance scale, on the copy
     scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
-    Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels."""
+    Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels.
+    ``--category nmem``: the non-memorized prompts instead, their novelty and alignment (``verify_nmem``)."""
     from sharp_utils import minisd_experiments as X
     from sharp_utils.minisd_eval import sibling_captions
 
+    if args.category == "nmem":
+        return verify_nmem(args)
     model, copy_scorer, align_scorer, recs = _em_setup(args)
     # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
     sibling = dict(zip([r["caption"] for r in recs], sibling_captions([r["caption"] for r in recs])))
@@ -373,6 +377,28 @@ def verify(args) -> None:
                           "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
                           "copy_rate_shared_colour_digit": _rate([o for o, s in zip(ok, shared) if s]),
                           "failures": sorted((round(r["copy_own"], 3), r["caption"]) for r, o in zip(rows, ok) if not o)}))
+
+
+def verify_nmem(args) -> None:
+    """Non-memorized prompts (dev + eval) × n generations per guidance scale: the share above the copy threshold
+    against the nearest training image (novelty) and above the alignment threshold, for paraphrases and training
+    captions apart."""
+    from sharp_utils import minisd_experiments as X
+
+    model, copy_scorer, align_scorer, recs = _em_setup(args, "nmem")
+    kind = {r["caption"]: r["kind"] for r in recs}
+    for w in args.guidance:
+        rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
+                                        guidance_scale=w, num_steps=args.steps)
+        aligned = lambda k=None: _rate([r["alignment"] > align_scorer.threshold for r in rows  # noqa: E731
+                                        if k is None or kind[r["caption"]] == k], "rate")
+        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "steps": args.steps, "category": "nmem",
+                          "nmem_prompts": len(recs),
+                          "copies_nearest": _rate([r["copy_nearest"] > copy_scorer.threshold for r in rows], "rate"),
+                          "aligned": aligned(), "aligned_paraphrase": aligned("paraphrase"),
+                          "aligned_training_caption": aligned("training caption"),
+                          "median_alignment": round(float(torch.tensor([r["alignment"] for r in rows]).median()), 4),
+                          "alignment_threshold": round(align_scorer.threshold, 4)}))
 
 
 def guidance_path(args) -> None:
@@ -446,10 +472,12 @@ def main(argv: list[str] | None = None) -> None:
     e.set_defaults(func=evaluators)
     sub.add_parser("calibrate", help="print the SAIL / Wen grids of SETTINGS['minisd'] for the shipped checkpoint"
                    ).set_defaults(func=calibrate)
-    v = sub.add_parser("verify", help="EM copy rate of a checkpoint over all EM prompts, per guidance scale")
+    v = sub.add_parser("verify", help="EM copy rate of a checkpoint over all EM prompts, per guidance scale "
+                       "(--category nmem: novelty and alignment of the non-memorized prompts)")
     v.add_argument("--checkpoint", default=str(M.CHECKPOINT))
     v.add_argument("--guidance", type=float, nargs="+", default=[7.5])
-    v.add_argument("--n", type=int, default=2, help="generations per EM prompt")
+    v.add_argument("--n", type=int, default=2, help="generations per prompt")
+    v.add_argument("--category", choices=("em", "nmem"), default="em", help="which prompts (dev + eval) to generate")
     v.add_argument("--steps", type=int, default=50, help="DDIM steps (the paper's 50)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--threads", type=int, default=1)

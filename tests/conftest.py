@@ -6,6 +6,19 @@ from sharp_utils.runtime import set_threads
 set_threads()  # $SHARP_THREADS, default 2
 
 
+@pytest.fixture(scope="session")
+def train_script():
+    """scripts/train_minisd.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    from sharp_utils import paths
+
+    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)

@@ -14,16 +14,6 @@ def data():
     return M.build_data(seed=0)
 
 
-def _train_script():
-    """scripts/train_minisd.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
-    T = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(T)
-    return T
-
-
 def test_categories_counts_and_split(data):
     recs = data["records"]
     cats = Counter(r["category"] for r in recs)
@@ -121,13 +111,13 @@ def test_shipped_minisd_checkpoint_matches_its_manifest_and_loads():
     assert torch.isfinite(model.eps(x, 981, model.encode(["a red handwritten seven"]))).all()
 
 
-def test_training_learning_rate_schedule_warmup_then_cosine():
+def test_training_learning_rate_schedule_warmup_then_cosine(train_script):
     """scripts/train_minisd.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the budget."""
     import math
 
     import torch
 
-    T = _train_script()
+    T = train_script
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
 
     def lr(step, frac):
@@ -140,11 +130,11 @@ def test_training_learning_rate_schedule_warmup_then_cosine():
     assert lr(49, 0.5) == pytest.approx(0.75e-4)
 
 
-def test_training_example_weights_count_em_and_sibling_examples():
+def test_training_example_weights_count_em_and_sibling_examples(train_script):
     """scripts/train_minisd.py --em-weight / --sibling-weight: the weight of every example, counted by hand."""
     import torch
 
-    T = _train_script()
+    T = train_script
     caps = ["a red seven called quiet lantern", "a red seven called frozen river", "a blue one called amber pebble",
             "a red handwritten seven"]
     # captions 0-2 are EM (one image each, repeated); caption 3 is shared by three different images
@@ -172,7 +162,7 @@ def test_unet_config_widths():
         M.unet_config((44, 88, 88))
 
 
-def test_train_widths_mid_run_saves_and_resume(tmp_path):
+def test_train_widths_mid_run_saves_and_resume(tmp_path, train_script):
     """train_minisd.py train --widths / --vae-from / --resume / --save-every on a tiny synthetic prep file: the new
     UNet has the asked widths, mid-run saves load with their step counts, a resume adds its steps to the total and
     keeps the VAE bit for bit, and mismatched widths stop with a one-line error."""
@@ -181,7 +171,7 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path):
 
     from sharp_utils.checkpoints import load_state, read_manifest
 
-    T = _train_script()
+    T = train_script
     g = torch.Generator().manual_seed(0)
     caps = ["a red seven called quiet lantern", "a blue one called amber pebble", "a red handwritten seven"]
     prep = tmp_path / "prep.safetensors"

@@ -222,3 +222,36 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
         assert r["copy_own"] == pytest.approx(float((G[i] @ E_[own].T).max()), abs=1e-5)
         assert r["copy_nearest"] >= r["copy_own"] - 1e-6
     assert np.isnan(rows[0]["template"]) and not np.isnan(rows[2]["template"])  # only framed captions get a template score
+
+
+def test_verify_nmem_reports_novelty_and_alignment_by_kind(scorers, data, train_script, monkeypatch, capsys):
+    """train_minisd.py verify --category nmem: its rates equal those counted from verify_memorization's own rows,
+    split by the records' kind (paraphrase / training caption)."""
+    import json
+    from types import SimpleNamespace
+
+    tiny = PipelineScoreModel(build_tiny_pipeline(sample_size=16))
+    recs = [{"caption": "a red handwritten seven", "category": "nmem", "kind": "training caption", "train_ids": [0, 1]},
+            {"caption": "the number one written in blue ink", "category": "nmem", "kind": "paraphrase", "train_ids": [2]},
+            {"caption": "a blue handwritten one", "category": "nmem", "kind": "training caption", "train_ids": [2, 3]}]
+    images = data["images"][:10]
+    monkeypatch.setattr(X, "training_images", lambda: images)
+    rows, _ = X.verify_memorization(tiny, recs, *scorers, n=2, seed=0, guidance_scale=3.0, num_steps=3)
+    # thresholds at the medians of these rows, so that the counted rates are neither 0 nor 1
+    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
+    copy_scorer = SimpleNamespace(embed=scorers[0].embed, threshold=med("copy_nearest"))
+    align_scorer = SimpleNamespace(score=scorers[1].score, threshold=med("alignment"))
+    asked = []
+    monkeypatch.setattr(train_script, "_em_setup",
+                        lambda args, category="em": asked.append(category) or (tiny, copy_scorer, align_scorer, recs))
+    train_script.main(["verify", "--category", "nmem", "--n", "2", "--steps", "3", "--guidance", "3"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ok = [r["alignment"] > align_scorer.threshold for r in rows]
+    near = [r["copy_nearest"] > copy_scorer.threshold for r in rows]
+    assert 0 < sum(ok) < 6 and 0 < sum(near) < 6
+    assert asked == ["nmem"] and out["nmem_prompts"] == 3 and out["aligned"]["generations"] == 6
+    assert out["aligned"]["rate"] == pytest.approx(sum(ok) / 6, abs=1e-4)
+    assert out["aligned_paraphrase"]["generations"] == 2
+    assert out["aligned_paraphrase"]["rate"] == pytest.approx(sum(ok[2:4]) / 2, abs=1e-4)
+    assert out["aligned_training_caption"]["rate"] == pytest.approx((sum(ok[:2]) + sum(ok[4:])) / 4, abs=1e-4)
+    assert out["copies_nearest"]["rate"] == pytest.approx(sum(near) / 6, abs=1e-4)
