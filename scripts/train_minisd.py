@@ -248,11 +248,12 @@ def train(args) -> None:
         from sharp_utils.checkpoints import read_manifest
 
         vae, unet0 = M.load_parts(args.resume or args.vae_from)
-        vrec = read_manifest(args.resume or args.vae_from)["recipe"]["vae"]
+        recipe = read_manifest(args.resume or args.vae_from)["recipe"]
+        vrec = recipe["vae"]
         lat = _latents(vae.eval(), prep["images"].float() / 127.5 - 1.0)
         scale = float(vae.config.scaling_factor)
         if args.resume:
-            prior = read_manifest(args.resume)["recipe"]
+            prior = recipe
             have = tuple(unet0.config.block_out_channels)
             if config is not None and tuple(config["block_out_channels"]) != have:
                 raise SystemExit(f"--widths {' '.join(map(str, args.widths))} differs from {args.resume}'s UNet "
@@ -334,7 +335,7 @@ def _rate(ok: list[bool], key: str = "copy_rate") -> dict:
     return {"generations": len(ok), key: round(r, 4), "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4)}
 
 
-def _em_setup(args, category: str = "em"):
+def _prompt_setup(args, category: str = "em"):
     """(pipeline model, copy scorer, alignment scorer, all records of one category in dev + eval) for ``verify`` /
     ``guidance-path``."""
     from sharp_utils import minisd_experiments as X
@@ -358,7 +359,7 @@ def verify(args) -> None:
 
     if args.category == "nmem":
         return verify_nmem(args)
-    model, copy_scorer, align_scorer, recs = _em_setup(args)
+    model, copy_scorer, align_scorer, recs = _prompt_setup(args)
     # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
     sibling = dict(zip([r["caption"] for r in recs], sibling_captions([r["caption"] for r in recs])))
     own = torch.from_numpy(X.training_images()[[r["train_ids"][0] for r in recs for _ in range(args.n)]]).float() / 255
@@ -385,7 +386,7 @@ def verify_nmem(args) -> None:
     captions apart."""
     from sharp_utils import minisd_experiments as X
 
-    model, copy_scorer, align_scorer, recs = _em_setup(args, "nmem")
+    model, copy_scorer, align_scorer, recs = _prompt_setup(args, "nmem")
     kind = {r["caption"]: r["kind"] for r in recs}
     for w in args.guidance:
         rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
@@ -411,7 +412,7 @@ def guidance_path(args) -> None:
     steps, hi, lo = 50, args.high, args.low
     if not all(0 < k < steps for k in args.switch):
         sys.exit(f"--switch {args.switch}: each switch step must lie in 1..{steps - 1}")
-    model, copy_scorer, align_scorer, recs = _em_setup(args)
+    model, copy_scorer, align_scorer, recs = _prompt_setup(args)
     schedules = {f"{hi} throughout": [hi] * steps, f"{lo} throughout": [lo] * steps}
     for k in args.switch:
         schedules[f"{hi} for steps 0-{k - 1}, then {lo}"] = [hi] * k + [lo] * (steps - k)

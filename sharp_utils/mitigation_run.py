@@ -34,7 +34,7 @@ SETTINGS = {
     # MiniSD (d = 256): SAIL (official loss, α = 0.05) and Wen's ℓ_target calibrated on the *dev* split as the 10/25/50/
     # 75/90 % quantiles of the initial objective over non-memorized prompts (minisd_experiments.calibrate_sail_grid,
     # calibrate_wen_grid; printed by `python scripts/train_minisd.py calibrate`); memorized dev prompts' medians are
-    # 1.858 (SAIL) and 1.033 (Wen) for comparison.
+    # 1.831 (SAIL) and 1.018 (Wen) for comparison (48-96-96 UNet).
     "minisd": {"sail": (1.339, 1.416, 1.558, 1.77, 1.952), "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
                "wen": (0.512, 0.582, 0.707, 0.884, 1.07), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
 }

@@ -242,7 +242,7 @@ def test_verify_nmem_reports_novelty_and_alignment_by_kind(scorers, data, train_
     copy_scorer = SimpleNamespace(embed=scorers[0].embed, threshold=med("copy_nearest"))
     align_scorer = SimpleNamespace(score=scorers[1].score, threshold=med("alignment"))
     asked = []
-    monkeypatch.setattr(train_script, "_em_setup",
+    monkeypatch.setattr(train_script, "_prompt_setup",
                         lambda args, category="em": asked.append(category) or (tiny, copy_scorer, align_scorer, recs))
     train_script.main(["verify", "--category", "nmem", "--n", "2", "--steps", "3", "--guidance", "3"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
