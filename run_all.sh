@@ -20,4 +20,6 @@ for nb in "${nbs[@]}"; do
   python scripts/clean_notebook.py "$nb"
   echo "   done in $(( $(date +%s) - start )) s"
 done
+# the claims tables of README.md and docs/results.md, from what the executed notebooks print
+python scripts/claims_table.py
 ls figures/

@@ -34,7 +34,7 @@ def _int_list(s: str) -> list[int]:
 
 def _detect(args: argparse.Namespace) -> int:
     from .detection import METHODS, DetectOptions, detect
-    from .pipeline import load_pipeline
+    from .minisd_experiments import load_model
     from .prompts import read_prompts
     from .results import ResultWriter, shard, shard_path
 
@@ -42,7 +42,7 @@ def _detect(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"--method {','.join(bad)}: unknown; choose from {','.join(METHODS)}")
-    ps = read_prompts(args.prompts)
+    ps = _select(read_prompts(args.prompts), args.category, args.limit)
     if ps.duplicates:
         shown = "; ".join(f"{p[:60]!r} ×{c}" for p, c in list(ps.duplicates.items())[:5])
         print(f"warning: {len(ps.duplicates)} prompts occur more than once (kept, scored per line): {shown}",
@@ -50,7 +50,7 @@ def _detect(args: argparse.Namespace) -> int:
     rank, world = shard()
     out = shard_path(args.out, rank, world)
     mine = [i for i in range(len(ps.prompts)) if i % world == rank]
-    model = load_pipeline(args.model, dtype=args.dtype, device=args.device)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     long = model.over_length([ps.prompts[i] for i in mine])
     if long:
         print(f"warning: {len(long)} prompts exceed {model.max_tokens} tokens and are truncated: "
@@ -102,8 +102,9 @@ def _float_list(s: str) -> list[float]:
 def _mitigate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .mitigation_run import MITIGATION_METHODS, check_scorers, default_settings, reference_images, run_mitigation, sd_version
-    from .pipeline import load_pipeline
+    from .minisd_experiments import is_minisd, load_model, reference_paths
+    from .mitigation_run import (MITIGATION_METHODS, check_scorers, default_settings, reference_images, run_mitigation,
+                                 sd_version)
     from .prompts import read_prompts
     from .scoring import CLIPAlignmentScorer, PixelCopyScorer, SSCDCopyScorer
 
@@ -113,18 +114,29 @@ def _mitigate(args: argparse.Namespace) -> int:
         raise UserError(f"--method {','.join(bad)}: unknown; choose from {','.join(MITIGATION_METHODS)}")
     if args.setting is not None and len(methods) > 1:
         raise UserError("--setting applies to one method: give one --method, or leave --setting out for App. D.2's grids")
-    ps = read_prompts(args.prompts)
-    model = load_pipeline(args.model, dtype=args.dtype, device=args.device)
+    ps = _select(read_prompts(args.prompts), args.category, args.limit)
+    minisd = is_minisd(args.model)
+    if minisd and not all("train_ids" in (r or {}) for r in ps.records or [None]):
+        raise UserError("--model minisd scores copies against each record's 'train_ids' (its training images): give "
+                        "a MiniSD prompt file (prompts/minisd_eval.jsonl or prompts/minisd_dev.jsonl)")
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     version = args.sd_version or sd_version(model)
     plan = [("none", 0.0)] if args.baseline and "none" not in methods else []
-    for m in methods:
-        for s in (args.setting if args.setting is not None else default_settings(m, version, args.sail_loss)):
-            plan.append((m, s))
+    for m in methods:  # MiniSD: the grids calibrated on its dev split
+        grid = args.setting if args.setting is not None else default_settings(m, "minisd" if minisd else version,
+                                                                              args.sail_loss)
+        plan += [(m, s) for s in grid]
     copy_scorer = (SSCDCopyScorer(args.sscd, device=model.device) if args.sscd
                    else PixelCopyScorer() if args.copy_scorer == "pixel" else None)
     align = CLIPAlignmentScorer(args.clip, device=model.device) if args.clip else None
     refs = None
-    if copy_scorer is not None:
+    if minisd and (copy_scorer is None or align is None):  # MiniSD's own scorers and training images
+        from .minisd_eval import load_evaluators
+
+        mini_copy, mini_align = load_evaluators()
+        copy_scorer, align = copy_scorer or mini_copy, align or mini_align
+        refs = reference_paths(ps.records, Path(args.out) / "references")
+    elif copy_scorer is not None:
         refdir = Path(args.references) if args.references else None
         recs = ps.records or [None] * len(ps.prompts)
         refs = [reference_images(recs[i], i, ps.path, refdir) for i in range(len(ps.prompts))]
@@ -178,6 +190,28 @@ class UserError(Exception):
     """An error the user fixes by changing the command; printed as one line."""
 
 
+def _select(ps, categories: str | None, limit: int | None = None):
+    """The prompts of a .jsonl prompt file whose 'category' is one of ``categories`` (comma-separated; all if None),
+    the first ``limit`` of them (all if None)."""
+    from dataclasses import replace
+
+    keep = list(range(len(ps.prompts)))
+    if categories:
+        want = {c.strip() for c in categories.split(",") if c.strip()}
+        if not ps.records or any("category" not in r for r in ps.records):
+            raise UserError(f"--category needs a .jsonl prompt file whose records have a 'category' (e.g. "
+                            f"prompts/minisd_eval.jsonl); {ps.path} has none")
+        keep = [i for i in keep if ps.records[i]["category"] in want]
+        if not keep:
+            found = sorted({r["category"] for r in ps.records})
+            raise UserError(f"--category {categories}: no prompt has it; {ps.path} has {','.join(found)}")
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit {limit}: give a positive number of prompts")
+        keep = keep[:limit]
+    return replace(ps, prompts=[ps.prompts[i] for i in keep], records=[ps.records[i] for i in keep] if ps.records else [])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sharp",
@@ -196,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Score every prompt of --prompts with each --method; one CSV row per "
                        "(prompt, method, steps, n). Rerunning skips finished rows. Under accelerate launch / torchrun "
                        "each process takes its share of prompts and writes OUT's part .rankR-of-W.csv.")
-    d.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained) or hub id")
+    d.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
+                   "'minisd' (the shipped MiniSD, CPU)")
     d.add_argument("--prompts", required=True, help="prompt file: .txt (a caption a line) or .jsonl ('caption')")
+    d.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em,pm or nmem")
+    d.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")
     d.add_argument("--method", default="ours-fd", help=f"comma-separated, from {','.join(METHODS)} (default ours-fd)")
     d.add_argument("--steps", type=_int_list, default=[1], help="comma-separated first-k step counts (default 1)")
     d.add_argument("-n", "--n", "--generations", dest="n", type=_int_list, default=[4],
@@ -226,8 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "generation, shared by all methods) with copy and alignment scores, one CSV row per image in "
                         "OUT/results.csv; rerunning skips finished groups. Without --setting each method runs App. D.2's "
                         "five settings for the model's SD version.")
-    mt.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained) or hub id")
+    mt.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
+                    "'minisd' (the shipped MiniSD with its own copy / alignment scorers and calibrated grids)")
     mt.add_argument("--prompts", required=True, help="prompt file (.txt or .jsonl; jsonl 'images' = training images)")
+    mt.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em")
+    mt.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")
     mt.add_argument("--method", default="sail", help=f"comma-separated, from {','.join(MITIGATION_METHODS)}")
     mt.add_argument("--setting", type=_float_list, default=None,
                     help="comma-separated: SAIL ℓ_thres | RTA/RNA tokens added | Wen ℓ_target | Ren C")

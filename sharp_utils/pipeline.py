@@ -258,15 +258,18 @@ class PipelineScoreModel(ScoreModel):
             self.store.bos_scale, self.store.token_mask = 1.0, None
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """No per-component progress bars or info logs while loading (results and errors still print)."""
-    import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
+
+    # transformers first: importing diffusers already resolves transformers' image processors, whose
+    # torchvision fallback warns once (SD's feature extractor is not used here)
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    import diffusers.utils.logging as dlog
 
     dlog.disable_progress_bar()
     dlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    tlog.set_verbosity_error()
 
 
 def load_pipeline(path_or_id: str | os.PathLike, dtype: str | torch.dtype = "float32", device: str | None = None,
@@ -277,7 +280,7 @@ def load_pipeline(path_or_id: str | os.PathLike, dtype: str | torch.dtype = "flo
     (App. D of Jeon et al. 2025).  Honours ``HF_HUB_OFFLINE``.  Raises :class:`PipelineLoadError` naming
     the fix when weights are missing.
     """
-    _quiet_libraries()
+    quiet_libraries()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     if scheduler != "ddim":

