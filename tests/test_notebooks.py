@@ -21,7 +21,7 @@ def test_conventions(path):
     assert nb.metadata.kernelspec["name"] == "sharp"
     assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
     text = "\n".join(c.source for c in nb.cells)
-    assert "claim held" in text
+    assert "from sharp_utils.claims import report" in text and "report(" in text  # the claim lines (claims.report)
     # committed outputs come from the default profile
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     for c in injected:
