@@ -1,6 +1,6 @@
 """Generate threes and nines from an MNIST 9-vs-3 checkpoint and report how many copy a training image.
 
-    python scripts/check_mnist_memorization.py checkpoints/mnist_9v3 --n 500 --device cuda
+    python scripts/check_mnist_memorization.py checkpoints/mnist_9v3_coupled --n 500 --device cuda
 """
 import argparse
 import json

@@ -1,7 +1,8 @@
 """Train the toy checkpoints (2D mixture, MNIST 9-vs-3) and write them with their manifest.
 
     python scripts/train_toy.py toy2d --device cuda --out checkpoints/toy2d
-    python scripts/train_toy.py mnist --device cuda --out checkpoints/mnist_9v3 [--no-augment]
+    python scripts/train_toy.py mnist --device cuda --out checkpoints/mnist_9v3_coupled [--no-augment]
+    python scripts/train_toy.py mnist --design appc --device cuda --out checkpoints/mnist_9v3_appc --no-augment
 
 The recipes are sharp_utils.toy_experiments.TOY2D_RECIPE / MNIST_RECIPE; --max-seconds caps wall time and the
 manifest records the steps actually done.
@@ -27,13 +28,15 @@ def main():
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--design", choices=["coupled", "appc"], default="coupled",
+                   help="MNIST: where the label-dropped examples come from (sharp_utils.toy.mnist_9_vs_3)")
     a = p.parse_args()
     kw = {} if a.steps is None else {"steps": a.steps}
     if a.which == "toy2d":
         net, recipe = E.train_toy2d(a.seed, a.device, a.max_seconds, **kw)
         name = "toy2d"
     else:
-        net, recipe = E.train_mnist(a.seed, a.device, a.max_seconds, augment=not a.no_augment, **kw)
+        net, recipe = E.train_mnist(a.seed, a.device, a.max_seconds, augment=not a.no_augment, design=a.design, **kw)
         name = "mnist_9v3"
     recipe["command"] = " ".join(["python scripts/train_toy.py"] + sys.argv[1:])
     save_state(Path(a.out), name, net.state_dict(), config=net.config, recipe=recipe)

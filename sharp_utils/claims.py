@@ -99,6 +99,10 @@ CLAIMS: dict[str, Claim] = {
                          _NB[6], "fig6_mitigation_tradeoff_minisd", front=True),
     "fig6-shell": Claim("§5", "SAIL's optimised x_T stays on the Gaussian shell (‖x_T‖²/d within 0.2 of 1)", MINISD, _NB[6],
                         "fig6_mitigation_tradeoff_minisd"),
+    "fig6-exact-trained": Claim("Fig. 6", "SAIL lowers the copy score at some setting", MINISD_EXACT + " (trained pool)",
+                                _NB[6], "fig6_mitigation_tradeoff_minisd", front=True),
+    "fig6-exact-unique": Claim("Fig. 6", "SAIL lowers the copy score at some setting", MINISD_EXACT + " (unique pool)",
+                               _NB[6], "fig6_mitigation_tradeoff_minisd"),
 }
 
 _LINE = re.compile(r"^claim held \[(?P<key>[\w.-]+)\] \(.*\): (?P<held>True|False)(?: \| (?P<numbers>.*))?$")

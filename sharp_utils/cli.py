@@ -51,6 +51,10 @@ def _detect(args: argparse.Namespace) -> int:
     out = shard_path(args.out, rank, world)
     mine = [i for i in range(len(ps.prompts)) if i % world == rank]
     model = load_model(args.model, dtype=args.dtype, device=args.device)
+    allowed = getattr(model, "methods", None)
+    if allowed is not None and set(methods) - set(allowed):
+        raise UserError(f"--method {','.join(sorted(set(methods) - set(allowed)))}: needs a network's attention maps; "
+                        f"an exact density runs {','.join(allowed)}")
     long = model.over_length([ps.prompts[i] for i in mine])
     if long:
         print(f"warning: {len(long)} prompts exceed {model.max_tokens} tokens and are truncated: "
@@ -120,6 +124,10 @@ def _mitigate(args: argparse.Namespace) -> int:
         raise UserError("--model minisd scores copies against each record's 'train_ids' (its training images): give "
                         "a MiniSD prompt file (prompts/minisd_eval.jsonl or prompts/minisd_dev.jsonl)")
     model = load_model(args.model, dtype=args.dtype, device=args.device)
+    allowed = getattr(model, "mitigation_methods", None)
+    if allowed is not None and set(methods) - set(allowed):
+        raise UserError(f"--method {','.join(sorted(set(methods) - set(allowed)))}: edits the text or its attention; "
+                        f"an exact density runs {','.join(allowed)}")
     version = args.sd_version or sd_version(model)
     plan = [("none", 0.0)] if args.baseline and "none" not in methods else []
     for m in methods:  # MiniSD: the grids calibrated on its dev split
@@ -231,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(prompt, method, steps, n). Rerunning skips finished rows. Under accelerate launch / torchrun "
                        "each process takes its share of prompts and writes OUT's part .rankR-of-W.csv.")
     d.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
-                   "'minisd' (the shipped MiniSD, CPU)")
+                   "'minisd' (the shipped MiniSD, CPU), or 'exact:minisd' / 'exact:minisd:unique' (the exact density of "
+                   "MiniSD's training set, its ideal model: methods wen, ours-fd, ours-jvp, tiled-l2)")
     d.add_argument("--prompts", required=True, help="prompt file: .txt (a caption a line) or .jsonl ('caption')")
     d.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em,pm or nmem")
     d.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")
@@ -264,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUT/results.csv; rerunning skips finished groups. Without --setting each method runs App. D.2's "
                         "five settings for the model's SD version.")
     mt.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
-                    "'minisd' (the shipped MiniSD with its own copy / alignment scorers and calibrated grids)")
+                    "'minisd' (the shipped MiniSD with its own copy / alignment scorers and calibrated grids), or "
+                    "'exact:minisd' / 'exact:minisd:unique' (the exact density of its training set; methods none, sail)")
     mt.add_argument("--prompts", required=True, help="prompt file (.txt or .jsonl; jsonl 'images' = training images)")
     mt.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em")
     mt.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")

@@ -251,7 +251,9 @@ def run_batched(fn: Callable[[slice], dict], n_items: int, batch_size: int, log:
 
 def make_batch(model: PipelineScoreModel, prompts: list[str], seeds: list[int], emb: dict[str, Tensor]) -> Batch:
     lengths = torch.tensor([min(n, model.max_tokens) for n in model.token_lengths(prompts)])
-    return Batch(x_T=model.initial_noise(seeds), cond=torch.cat([emb[p] for p in prompts]), prompts=list(prompts),
+    conds = [emb[p] for p in prompts]  # text embeddings (1, L, D), or one-key lists (exact models)
+    cond = torch.cat(conds) if isinstance(conds[0], Tensor) else [k for c in conds for k in c]
+    return Batch(x_T=model.initial_noise(seeds), cond=cond, prompts=list(prompts),
                  lengths=lengths, end_index=lengths - 1)
 
 

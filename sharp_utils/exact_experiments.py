@@ -24,6 +24,7 @@ from .exact import ExactDensityModel
 from .metrics import trajectory_metrics
 from .pipeline import prompt_seed
 from .sampling import per_sample_noise
+from .scores import ScoreModel
 
 MNIST_POOLS = ("coupled", "appc")
 MINISD_POOLS = ("trained", "unique")
@@ -88,7 +89,7 @@ def exact_detection_rows(model: ExactDensityModel, prompts: list[str], latent_sh
         raise ValueError(f"methods {unknown} are not trajectory methods: use {sorted(EXACT_METHODS)}")
     n_max = max(ns)
     items = [(p, g) for p in prompts for g in range(n_max)]
-    x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape, torch.float64)
+    x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape).double()  # a network's x_T
     res = trajectory_metrics(model, x_T, [p for p, _ in items], None, tuple(steps), num_steps, guidance_scale,
                              tuple(methods), {m: EXACT_METHODS[m] for m in methods}, steps_offset)
     rows = []
@@ -107,7 +108,49 @@ def exact_sample(model: ExactDensityModel, prompts: list[str], latent_shape: tup
     from .sampling import sample_ddim
 
     items = [(p, g) for p in prompts for g in range(n)]
-    x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape, torch.float64)
+    x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape).double()  # a network's x_T
     cond = [None if p == "" else p for p, _ in items]
     return sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, steps_offset)
 
+
+
+class ExactPipeline(ScoreModel):
+    """A pipeline's face on an exact density, for SAIL and the mitigation runner (:mod:`sharp_utils.mitigation_run`).
+
+    Conditions are caption keys (``encode`` maps ``""`` to the unconditional pool); x_T comes from the same
+    per-seed generators as the pipeline's, in ``dtype``; latents become images through the pipeline's VAE.
+    """
+
+    methods = ("wen", "ours-fd", "ours-jvp", "tiled-l2")  # the detection methods that need no attention maps
+    mitigation_methods = ("none", "sail")  # the others edit the text or its attention: no exact counterpart
+
+    def __init__(self, exact: ExactDensityModel, pipe, dtype: torch.dtype = torch.float64, name: str = "exact"):
+        self.exact, self.pipe, self.name = exact, pipe, name
+        self.alphas_cumprod = exact.alphas_cumprod
+        self.prediction_type = "epsilon"
+        self.steps_offset = int(pipe.steps_offset)
+        self.latent_shape = tuple(pipe.latent_shape)
+        self.device, self.dtype = torch.device("cpu"), dtype
+
+    def encode(self, prompts: list[str]) -> list:
+        return [None if p == "" else p for p in prompts]
+
+    @property
+    def max_tokens(self) -> int:
+        return self.pipe.max_tokens
+
+    def token_lengths(self, prompts: list[str]) -> list[int]:
+        return self.pipe.token_lengths(prompts)
+
+    def over_length(self, prompts: list[str]) -> list[str]:
+        return self.pipe.over_length(prompts)
+
+    def initial_noise(self, seeds) -> Tensor:
+        """The network pipeline's x_T (drawn in float32) in ``dtype``."""
+        return per_sample_noise(seeds, self.latent_shape).to(self.dtype)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.pipe.decode(latents.to(self.pipe.device, self.pipe.dtype))
+
+    def model_output(self, x: Tensor, t: int, cond=None) -> Tensor:
+        return self.exact.model_output(x, t, cond)

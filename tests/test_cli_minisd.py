@@ -62,3 +62,42 @@ def test_mitigate_minisd_needs_training_ids(tmp_path, capsys):
     assert main(["mitigate", "--model", "minisd", "--prompts", str(f), "--method", "rna", "--setting", "1",
                  "--out", str(tmp_path / "m")]) == 2
     assert "train_ids" in capsys.readouterr().err
+
+
+def test_detect_exact_minisd_equals_the_closed_form(minisd, tmp_path, capsys):
+    """`--model exact:minisd`: Wen's score of the training set's exact density, against ε^Δ = √ᾱ (E_π[z] − z_c)/σ with
+    the posterior π over the whole (weighted) training pool computed here by hand from the training latents."""
+    from sharp_utils.exact_experiments import minisd_exact
+
+    ex = minisd_exact(minisd, "trained")
+    recs = [json.loads(line) for line in (minisd_eval_path()).read_text(encoding="utf-8").splitlines()]
+    em = next(r for r in recs if r["category"] == "em")
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps(em), encoding="utf-8")
+    out = tmp_path / "o.csv"
+    assert main(["detect", "--model", "exact:minisd", "--prompts", str(f), "--method", "wen", "-n", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    (row,) = read_results(out)
+    t = 1000 // 50 * 49 + minisd.steps_offset
+    a = ex.alpha_bar(t).double()
+    x = minisd.initial_noise([prompt_seed(0, em["caption"], g) for g in range(2)]).double().flatten(1)
+    z = ex.data  # (N, d) training latents, float64
+    idx, logw = ex.conditions[None]
+    logits = logw + (-(x[:, None, :] - a.sqrt() * z[idx][None]).pow(2).sum(-1) / (2 * (1 - a)))
+    mean_u = torch.softmax(logits, 1) @ z[idx]
+    z_c = z[torch.as_tensor(em["train_ids"])].mean(0)  # one image per EM caption: its conditional density is a point
+    assert len(em["train_ids"]) == 1
+    wen = (a.sqrt() * (mean_u - z_c) / (1 - a).sqrt()).norm(dim=1).mean()
+    assert float(row["score"]) == pytest.approx(float(wen), rel=1e-6)
+    # attention-map methods and other exact models are refused with one line naming the fix
+    for model, method, match in (("exact:minisd", "le", "an exact density runs"), ("exact:mnist", "wen", "exact:minisd:unique")):
+        capsys.readouterr()
+        assert main(["detect", "--model", model, "--prompts", str(f), "--method", method, "--out", str(tmp_path / "x.csv")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+
+
+def minisd_eval_path():
+    from sharp_utils import paths
+
+    return paths.PROMPTS / "minisd_eval.jsonl"

@@ -117,3 +117,16 @@ def test_hvp_dispatch_rejects_unknown(f):
 def test_jacobian_batched_vs_dense(f, gen):
     x = torch.randn(3, 6, dtype=torch.float64, generator=gen)
     torch.testing.assert_close(hessian.jacobian_batched(f, x), dense_batch(f, x))
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 6, 64])
+def test_dense_jacobian_chunked_copies_match_forward_mode(f, gen, chunk):
+    """The batched-copies route (chunks that do not divide d included) = jacfwd, and = −Σ_t⁻¹ for a Gaussian."""
+    x = torch.randn(6, dtype=torch.float64, generator=gen)
+    with hessian.math_attention():
+        Jf = torch.func.jacfwd(lambda z: f(z[None])[0])(x).detach()
+    torch.testing.assert_close(hessian.dense_jacobian(f, x, chunk=chunk), Jf)
+    S = random_covariance(5, generator=gen)
+    model = GaussianVPModel({None: (torch.zeros(5, dtype=torch.float64), S)}, linear_alphas())
+    J = hessian.dense_jacobian(model.score_fn(400), torch.randn(5, dtype=torch.float64, generator=gen), chunk=chunk)
+    torch.testing.assert_close(J, model.exact_hessian(400))

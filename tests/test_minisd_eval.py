@@ -204,17 +204,18 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
             {"caption": "a three inside the dotted ring", "category": "pm", "train_ids": [1, 2, 3]}]
     caps = [r["caption"] for r in recs]
     images = data["images"][:10]
+    k = 10  # DDIM steps (every property below holds at any count)
     rows, gen = X.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, images=images,
-                                      guidance_scale=3.0)
+                                      guidance_scale=3.0, num_steps=k)
     assert gen.shape[0] == 4 and len(rows) == 4
-    assert torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, guidance_scale=3.0), atol=1e-6)
-    assert not torch.allclose(gen, X.generate_images(tiny, caps, 2, 0), atol=1e-3)  # the scale reaches the sampler
-    _, gen10 = X.verify_memorization(tiny, recs[:1], copy_scorer, align_scorer, n=2, seed=0, images=images,
-                                     guidance_scale=3.0, num_steps=10)  # so does the step count
-    assert torch.allclose(gen10, X.generate_images(tiny, caps[:1], 2, 0, num_steps=10, guidance_scale=3.0), atol=1e-6)
-    assert not torch.allclose(gen10, gen[:2], atol=1e-3)
+    assert torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, num_steps=k, guidance_scale=3.0), atol=1e-6)
+    assert not torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, num_steps=k), atol=1e-3)  # the scale reaches the sampler
+    _, gen5 = X.verify_memorization(tiny, recs[:1], copy_scorer, align_scorer, n=2, seed=0, images=images,
+                                    guidance_scale=3.0, num_steps=5)  # so does the step count
+    assert torch.allclose(gen5, X.generate_images(tiny, caps[:1], 2, 0, num_steps=5, guidance_scale=3.0), atol=1e-6)
+    assert not torch.allclose(gen5, gen[:2], atol=1e-3)
     # per-sample seeds: the second prompt alone gives the same images as inside the batch
-    assert torch.allclose(gen[2:], X.generate_images(tiny, caps[1:], 2, 0, guidance_scale=3.0), atol=1e-5)
+    assert torch.allclose(gen[2:], X.generate_images(tiny, caps[1:], 2, 0, num_steps=k, guidance_scale=3.0), atol=1e-5)
     E_ = copy_scorer.embed(torch.from_numpy(images).float() / 255.0)
     G = copy_scorer.embed(gen)
     for i, r in enumerate(rows):

@@ -89,7 +89,7 @@ def test_corrupt_checkpoint_is_not_loaded_but_retrained(tmp_path, monkeypatch):
     assert isinstance(model, toy.TimeMLP)
 
 
-@pytest.mark.parametrize("folder,name", [(E.TOY2D_DIR, "toy2d"), (E.MNIST_DIR, "mnist_9v3")])
+@pytest.mark.parametrize("folder,name", [(E.TOY2D_DIR, "toy2d"), (E.MNIST_DIRS["coupled"], "mnist_9v3")])
 def test_shipped_checkpoints_match_their_manifest(folder, name):
     state, config = checkpoints.load_state(folder, name)
     recipe = json.loads((folder / checkpoints.MANIFEST).read_text())["recipe"][name]
@@ -121,3 +121,49 @@ def test_shift_augmentation_leaves_the_nine_alone(gen):
     assert torch.equal(out[3:], d["x"][idx][3:])
     for i in range(3):
         assert any(torch.equal(out[i], torch.roll(d["x"][idx][i], (a, b), (-2, -1))) for a in range(-2, 3) for b in range(-2, 3))
+
+
+def test_appc_design_gives_the_unconditional_branch_every_three_and_nine():
+    c, a = toy.mnist_9_vs_3(0), toy.mnist_9_vs_3(0, design="appc")
+    assert c["uncond"] is None
+    assert torch.equal(a["x"], c["x"]) and torch.equal(a["y"], c["y"])  # the labelled sets are the same
+    assert a["uncond"].shape == (1000, 1, 28, 28)
+    assert torch.equal(a["uncond"][:500], a["threes"])
+    nine_hits = (a["uncond"][500:] == a["nine"]).flatten(1).all(1)
+    assert int(nine_hits.sum()) == 1  # the memorized nine once, among 499 other nines
+    with pytest.raises(ValueError, match="coupled"):
+        toy.mnist_9_vs_3(0, design="other")
+
+
+def test_label_dropout_draws_the_unconditional_examples_from_their_own_set():
+    """drop_labels over many batches vs its probabilities: P(drop) = 0.2; a dropped row is null-labelled and a
+    uniform draw from uncond_x; a kept row keeps its example and label (App. C's sampler)."""
+    g = torch.Generator().manual_seed(0)
+    B, rounds, null = 500, 40, 2
+    x = torch.arange(B, dtype=torch.float32).reshape(B, 1, 1, 1)  # example i has value i
+    y = torch.arange(B) % 2
+    uncond = -1.0 - torch.arange(10, dtype=torch.float32).reshape(10, 1, 1, 1)  # values -1 … -10
+    drops, counts = 0, torch.zeros(10)
+    for _ in range(rounds):
+        x0, yy = toy.drop_labels(x, y, 0.2, null, uncond, g)
+        dropped = yy == null
+        drops += int(dropped.sum())
+        assert torch.equal(x0[~dropped], x[~dropped]) and torch.equal(yy[~dropped], y[~dropped])
+        vals = x0[dropped].flatten()
+        assert (vals < 0).all()
+        counts += torch.bincount((-vals - 1).long(), minlength=10).float()
+    n = B * rounds
+    assert abs(drops / n - 0.2) < 4.5 * (0.2 * 0.8 / n) ** 0.5
+    expected = drops / 10  # uniform over the 10 unconditional examples: chi-square, 9 dof, p < 0.001 at 27.9
+    assert float(((counts - expected) ** 2 / expected).sum()) < 27.9
+    # coupled design: a dropped row keeps its own example
+    x0, yy = toy.drop_labels(x, y, 0.2, null, None, torch.Generator().manual_seed(1))
+    assert torch.equal(x0, x) and (yy == null).any()
+
+
+def test_train_mnist_appc_runs_and_records_its_design():
+    net, rec = E.train_mnist(steps=2, batch_size=4, augment=False, design="appc", log_every=1)
+    assert rec["design"] == "appc" and rec["uncond_examples"] == 1000 and rec["steps"] == 2
+    assert all(torch.isfinite(torch.tensor([r["dsm"], r["dsm2"]])).all() for r in rec["log"])
+    with pytest.raises(ValueError, match="appc"):
+        E.load_mnist(design="other")
