@@ -101,3 +101,26 @@ def minisd_eval_path():
     from sharp_utils import paths
 
     return paths.PROMPTS / "minisd_eval.jsonl"
+
+
+def test_mitigate_exact_minisd_copies_from_every_x_T(tmp_path, capsys):
+    """`sharp mitigate --model exact:minisd`: an EM caption pairs with one training image, so its exact conditional
+    density is that point: generations copy it with or without SAIL (copy score above the scorer's threshold)."""
+    from sharp_utils.minisd_eval import load_evaluators
+    from sharp_utils.mitigation_run import read_mitigation
+
+    em = next(r for r in (json.loads(x) for x in minisd_eval_path().read_text(encoding="utf-8").splitlines())
+              if r["category"] == "em")
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps(em), encoding="utf-8")
+    out = tmp_path / "m"
+    assert main(["mitigate", "--model", "exact:minisd", "--prompts", str(f), "--method", "sail", "--setting", "1.9",
+                 "-n", "1", "--sail-max-steps", "5", "--out", str(out), "--quiet"]) == 0
+    rows = read_mitigation(out)
+    assert {r["method"] for r in rows} == {"none", "sail"}
+    thr = load_evaluators()[0].threshold
+    assert all(float(r["copy_score"]) > thr for r in rows), [r["copy_score"] for r in rows]
+    capsys.readouterr()
+    assert main(["mitigate", "--model", "exact:minisd", "--prompts", str(f), "--method", "rna", "--setting", "1",
+                 "--out", str(out)]) == 2
+    assert "an exact density runs none,sail" in capsys.readouterr().err

@@ -114,9 +114,12 @@ def test_hvp_dispatch_rejects_unknown(f):
         hessian.hvp(f, torch.zeros(1, 6, dtype=torch.float64), torch.ones(1, 6, dtype=torch.float64), "magic")
 
 
-def test_jacobian_batched_vs_dense(f, gen):
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_jacobian_batched_vs_dense(f, gen, mode):
     x = torch.randn(3, 6, dtype=torch.float64, generator=gen)
-    torch.testing.assert_close(hessian.jacobian_batched(f, x), dense_batch(f, x))
+    torch.testing.assert_close(hessian.jacobian_batched(f, x, mode), dense_batch(f, x))
+    with pytest.raises(ValueError, match="reverse"):
+        hessian.jacobian_batched(f, x, "sideways")
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 6, 64])

@@ -73,8 +73,8 @@ def test_ours_jvp_equals_dense_jacobian_oracle(model):
 
 def test_fd_agrees_with_jvp(model):
     """Documented tolerance: forward FD with h = √u(1+‖x‖)/‖v‖ in float32 is within 1 % of the JVP."""
-    s = scores(model, ["ours-fd", "ours-jvp"])
-    for p in PROMPTS:
+    s = scores(model, ["ours-fd", "ours-jvp"], prompts=PROMPTS[:3])
+    for p in PROMPTS[:3]:
         for k in (1, 5):
             assert s[(p, "ours-fd", k, 2)] == pytest.approx(s[(p, "ours-jvp", k, 2)], rel=1e-2)
 
