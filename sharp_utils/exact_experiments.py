@@ -113,7 +113,6 @@ def exact_sample(model: ExactDensityModel, prompts: list[str], latent_shape: tup
     return sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, steps_offset)
 
 
-
 class ExactPipeline(ScoreModel):
     """A pipeline's face on an exact density, for SAIL and the mitigation runner (:mod:`sharp_utils.mitigation_run`).
 
