@@ -1,5 +1,6 @@
 """Write the claims tables from the executed notebooks: the short one into README.md, the full one into
-docs/results.md, each between the markers ``<!-- claims:begin -->`` and ``<!-- claims:end -->``.
+docs/results.md, each between the markers ``<!-- claims:begin -->`` and ``<!-- claims:end -->``; and notebook 07's
+regime table into README.md between ``<!-- regime:begin -->`` and ``<!-- regime:end -->``.
 
     python scripts/claims_table.py           # rewrite both files (run_all.sh runs it last)
     python scripts/claims_table.py --check   # exit 1 if either file differs from what the notebooks print
@@ -17,6 +18,8 @@ sys.path.insert(0, str(ROOT))
 from sharp_utils.claims import markdown_table, read_notebook_claims  # noqa: E402
 
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
+REGIME = ("<!-- regime:begin -->", "<!-- regime:end -->")
+REGIME_NB = ROOT / "notebooks" / "07_regime_ablation.ipynb"
 TARGETS = {ROOT / "README.md": dict(front_only=True, link_prefix=""),
            ROOT / "docs" / "results.md": dict(front_only=False, link_prefix="../")}
 
@@ -28,11 +31,33 @@ def collected() -> dict:
     return results
 
 
-def render(text: str, table: str, path: Path) -> str:
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def regime_table() -> str:
+    """Notebook 07's printed table (the lines under its 'model ...' header) as markdown."""
+    import json
+
+    nb = json.loads(REGIME_NB.read_text(encoding="utf-8"))
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    lines = text.splitlines()
+    head = next((i for i, line in enumerate(lines) if line.startswith("model ")), None)
+    if head is None:
+        raise KeyError(f"{REGIME_NB.name} printed no regime table: rerun it (bash run_all.sh {REGIME_NB.relative_to(ROOT)})")
+    cols = lines[head].split()[1:]
+    rows = []
+    for line in lines[head + 1:]:
+        if not line.startswith(("learned", "exact")):
+            break
+        name, vals = line[:38].strip(), line[38:].split()
+        rows.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join([f"| model | {' | '.join(c.replace('_', ' ') for c in cols)} |",
+                      "| --- |" + " ---: |" * len(cols)] + rows)
+
+
+def render(text: str, table: str, path: Path, markers: tuple[str, str] = (BEGIN, END)) -> str:
+    begin, end = markers
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers: add them where the table goes")
-    return pattern.sub(lambda _: f"{BEGIN}\n{table}\n{END}", text, count=1)
+        raise SystemExit(f"{path}: no {begin} ... {end} markers: add them where the table goes")
+    return pattern.sub(lambda _: f"{begin}\n{table}\n{end}", text, count=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         text = path.read_text(encoding="utf-8")
         try:
             table = markdown_table(results, **kw)
+            new = render(text, table, path)
+            if REGIME[0] in text:
+                new = render(new, regime_table(), path, REGIME)
         except KeyError as e:  # a notebook not (yet) executed with its claim lines
             print(f"claims_table: {e.args[0]}")
             return 1
-        new = render(text, table, path)
         if new != text:
             stale.append(path.relative_to(ROOT))
             if not args.check:

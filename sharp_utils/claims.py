@@ -24,9 +24,10 @@ class Claim:
 
 
 _NB = {i: n for i, n in enumerate(("", "01_toy_2d_mixture.ipynb", "02_mnist_9_vs_3.ipynb", "03_sd_eigen_spectra.ipynb",
-                                    "04_trace_alignment.ipynb", "05_detection_table1.ipynb", "06_mitigation_fig6.ipynb"))}
-TOY, MNIST, GAUSS, MINISD = "toy 2D mixture", "MNIST 9-vs-3", "Gaussians (closed form)", "MiniSD"
-MNIST_EXACT, MINISD_EXACT = "MNIST 9-vs-3, exact density", "MiniSD, exact density"
+                                    "04_trace_alignment.ipynb", "05_detection_table1.ipynb", "06_mitigation_fig6.ipynb",
+                                    "07_regime_ablation.ipynb"))}
+TOY, MNIST, GAUSS, MINISD = "toy 2D mixture", "MNIST 9-vs-3", "Gaussians (closed form)", "MiniSD v2"
+MNIST_EXACT, MINISD_EXACT = "MNIST 9-vs-3, exact density", "MiniSD v2, exact density"
 
 CLAIMS: dict[str, Claim] = {
     "fig1-end": Claim("Fig. 1", "memorized samples have a much sharper λ_min (≥ 10×) at the end of sampling", TOY, _NB[1],
@@ -44,10 +45,12 @@ CLAIMS: dict[str, Claim] = {
                              "fig2_mnist_eigenvalues", front=True),
     "alg1-few-iterations": Claim("§4.2, Alg. 1", "a few Arnoldi iterations separate the classes; FD keeps the JVP ranking",
                                  MNIST, _NB[2], "fig2_mnist_eigensolver_accuracy"),
-    "minisd-em": Claim("stand-in", "EM prompts copy their training image (≥ 90 % of generations)", MINISD, _NB[3],
-                       "minisd_memorization_check"),
-    "minisd-pm": Claim("stand-in", "PM prompts copy the template, not the content", MINISD, _NB[3], "minisd_memorization_check"),
-    "minisd-nmem": Claim("stand-in", "non-memorized prompts give novel (< 5 % copies), aligned (> 80 %) images", MINISD,
+    "minisd-uncond": Claim("regime", "unconditional generations (\"\", guidance 1) copy a memorized image ≤ 2 %", MINISD,
+                           _NB[3], "minisd_memorization_check"),
+    "minisd-em": Claim("regime", "EM prompts copy their memorized image at guidance 7.5 (≥ 60 % of generations)", MINISD,
+                       _NB[3], "minisd_memorization_check"),
+    "minisd-pm": Claim("regime", "PM prompts copy the template, not the content", MINISD, _NB[3], "minisd_memorization_check"),
+    "minisd-nmem": Claim("regime", "non-memorized prompts give novel (≤ 2 % copies), aligned (≥ 90 %) images", MINISD,
                          _NB[3], "minisd_memorization_check"),
     "alg1-exact": Claim("Alg. 1", "Arnoldi recovers the sharpest eigenvalues of the exact spectrum within 1e-3", MINISD,
                         _NB[3], "fig3_eigen_spectra_minisd"),
@@ -63,10 +66,8 @@ CLAIMS: dict[str, Claim] = {
                              "fig3_eigen_spectra_minisd"),
     "fig5-first": Claim("Fig. 5", "memorized: conditional sharper than unconditional, more than non-memorized, from t = T−1",
                         MINISD, _NB[3], "fig5_eigen_differences_minisd", front=True),
-    "fig5-exact-trained": Claim("Fig. 5", "memorized: conditional sharper than unconditional, more than non-memorized, "
-                                "from t = T−1", MINISD_EXACT + " (trained pool)", _NB[3], "fig5_eigen_differences_minisd"),
-    "fig5-exact-unique": Claim("Fig. 5", "memorized: conditional sharper than unconditional, more than non-memorized, "
-                               "from t = T−1", MINISD_EXACT + " (unique pool)", _NB[3], "fig5_eigen_differences_minisd"),
+    "fig5-exact-appc": Claim("Fig. 5", "memorized: conditional sharper than unconditional, more than non-memorized, "
+                               "from t = T−1", MINISD_EXACT, _NB[3], "fig5_eigen_differences_minisd"),
     "lemma-4.1-4.3": Claim("Lemmas 4.1, 4.3", "E‖s‖² = −tr H and E‖Hs‖² = −tr H³", GAUSS, _NB[4],
                            "fig4_gaussian_trace_alignment", front=True),
     "lemma-4.2-sec-4.4": Claim("Lemma 4.2, §4.4", "Wen's E‖s^Δ‖² and E‖H^Δ s^Δ‖² in closed form", GAUSS, _NB[4],
@@ -89,20 +90,22 @@ CLAIMS: dict[str, Claim] = {
                            MINISD, _NB[5], "table1_roc_minisd", front=True),
     "table1-vs-full": Claim("Table 1", "... and as well as the best full-trajectory method (AUC within 0.01)", MINISD, _NB[5],
                             "table1_roc_minisd"),
-    "table1-exact-trained": Claim("Table 1", "‖H^Δ s^Δ‖² at step 1 detects at least as well as Wen's ‖s^Δ‖ at step 1 "
-                                  "(AUC, TPR@1%FPR)", MINISD_EXACT + " (trained pool)", _NB[5], "table1_roc_minisd", front=True),
-    "table1-exact-unique": Claim("Table 1", "‖H^Δ s^Δ‖² at step 1 detects at least as well as Wen's ‖s^Δ‖ at step 1 "
-                                 "(AUC, TPR@1%FPR)", MINISD_EXACT + " (unique pool)", _NB[5], "table1_roc_minisd", front=True),
+    "table1-exact-appc": Claim("Table 1", "‖H^Δ s^Δ‖² at step 1 detects at least as well as Wen's ‖s^Δ‖ at step 1 "
+                                 "(AUC, TPR@1%FPR)", MINISD_EXACT, _NB[5], "table1_roc_minisd", front=True),
     "fig6-lower": Claim("Fig. 6", "SAIL lowers the copy score at some setting", MINISD, _NB[6],
                         "fig6_mitigation_tradeoff_minisd", front=True),
     "fig6-pareto": Claim("Fig. 6", "SAIL is Pareto-better than every baseline where it lowers the copy score", MINISD,
                          _NB[6], "fig6_mitigation_tradeoff_minisd", front=True),
     "fig6-shell": Claim("§5", "SAIL's optimised x_T stays on the Gaussian shell (‖x_T‖²/d within 0.2 of 1)", MINISD, _NB[6],
                         "fig6_mitigation_tradeoff_minisd"),
-    "fig6-exact-trained": Claim("Fig. 6", "SAIL lowers the copy score at some setting", MINISD_EXACT + " (trained pool)",
-                                _NB[6], "fig6_mitigation_tradeoff_minisd", front=True),
-    "fig6-exact-unique": Claim("Fig. 6", "SAIL lowers the copy score at some setting", MINISD_EXACT + " (unique pool)",
+    "fig6-exact-appc": Claim("Fig. 6", "SAIL lowers the copy score at some setting", MINISD_EXACT,
                                _NB[6], "fig6_mitigation_tradeoff_minisd"),
+    "regime-v2": Claim("regime", "MiniSD v2 sits in SD's regime and the first MiniSD does not (unconditional copies "
+                       "≤ 2 % vs above)", "MiniSD, both regimes", _NB[7], "regime_ablation_minisd", front=True),
+    "regime-exact-sail": Claim("§5", "SAIL lowers the copy score where EM captions are dominant modes, not where they "
+                               "are single images", "MiniSD, exact density (App. C pool)", _NB[7], "regime_ablation_minisd"),
+    "regime-exact-wen50": Claim("Table 1", "Wen@50 detects better with App. C's unconditional pool than with the coupled "
+                                "one", "MiniSD, exact density", _NB[7], "regime_ablation_minisd"),
 }
 
 _LINE = re.compile(r"^claim held \[(?P<key>[\w.-]+)\] \(.*\): (?P<held>True|False)(?: \| (?P<numbers>.*))?$")

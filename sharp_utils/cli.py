@@ -34,7 +34,7 @@ def _int_list(s: str) -> list[int]:
 
 def _detect(args: argparse.Namespace) -> int:
     from .detection import METHODS, DetectOptions, detect
-    from .minisd_experiments import load_model
+    from .minisd.experiments import load_model
     from .prompts import read_prompts
     from .results import ResultWriter, shard, shard_path
 
@@ -106,7 +106,7 @@ def _float_list(s: str) -> list[float]:
 def _mitigate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .minisd_experiments import is_minisd, load_model, reference_paths
+    from .minisd.experiments import is_exact, is_minisd, load_model, reference_paths
     from .mitigation_run import (MITIGATION_METHODS, check_scorers, default_settings, reference_images, run_mitigation,
                                  sd_version)
     from .prompts import read_prompts
@@ -131,15 +131,15 @@ def _mitigate(args: argparse.Namespace) -> int:
     version = args.sd_version or sd_version(model)
     plan = [("none", 0.0)] if args.baseline and "none" not in methods else []
     for m in methods:  # MiniSD: the grids calibrated on its dev split
-        grid = args.setting if args.setting is not None else default_settings(m, "minisd" if minisd else version,
-                                                                              args.sail_loss)
+        key = (args.model.split(":")[1] if is_exact(args.model) else args.model) if minisd else version
+        grid = args.setting if args.setting is not None else default_settings(m, key, args.sail_loss)
         plan += [(m, s) for s in grid]
     copy_scorer = (SSCDCopyScorer(args.sscd, device=model.device) if args.sscd
                    else PixelCopyScorer() if args.copy_scorer == "pixel" else None)
     align = CLIPAlignmentScorer(args.clip, device=model.device) if args.clip else None
     refs = None
     if minisd and (copy_scorer is None or align is None):  # MiniSD's own scorers and training images
-        from .minisd_eval import load_evaluators
+        from .minisd.evaluators import load_evaluators
 
         mini_copy, mini_align = load_evaluators()
         copy_scorer, align = copy_scorer or mini_copy, align or mini_align
@@ -239,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(prompt, method, steps, n). Rerunning skips finished rows. Under accelerate launch / torchrun "
                        "each process takes its share of prompts and writes OUT's part .rankR-of-W.csv.")
     d.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
-                   "'minisd' (the shipped MiniSD, CPU), or 'exact:minisd' / 'exact:minisd:unique' (the exact density of "
-                   "MiniSD's training set, its ideal model: methods wen, ours-fd, ours-jvp, tiled-l2)")
+                   "'minisd' (the shipped MiniSD v2, CPU), 'minisd-coupled' (the first MiniSD), or 'exact:minisd' / "
+                   "'exact:minisd-coupled' (the exact density of its training set, its ideal model: methods wen, "
+                   "ours-fd, ours-jvp, tiled-l2; docs/cli.md)")
     d.add_argument("--prompts", required=True, help="prompt file: .txt (a caption a line) or .jsonl ('caption')")
     d.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em,pm or nmem")
     d.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")
@@ -273,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUT/results.csv; rerunning skips finished groups. Without --setting each method runs App. D.2's "
                         "five settings for the model's SD version.")
     mt.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
-                    "'minisd' (the shipped MiniSD with its own copy / alignment scorers and calibrated grids), or "
-                    "'exact:minisd' / 'exact:minisd:unique' (the exact density of its training set; methods none, sail)")
+                    "'minisd' / 'minisd-coupled' (MiniSD v2 / the first MiniSD, with their copy / alignment scorers and "
+                    "calibrated grids), or 'exact:minisd' / 'exact:minisd-coupled' (the exact density of the training "
+                    "set; methods none, sail)")
     mt.add_argument("--prompts", required=True, help="prompt file (.txt or .jsonl; jsonl 'images' = training images)")
     mt.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em")
     mt.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--grid-prompts", type=int, default=4)
     pt.set_defaults(func=_plot_tradeoff)
 
+    sub.add_parser("minisd", add_help=False, help="prepare / train / evaluators / calibrate / verify MiniSD "
+                   "(= python -m sharp_utils.minisd.train; sharp minisd -h lists them)")
+
     pr = sub.add_parser("prompts", help="the paper's SD prompt sets")
     prs = pr.add_subparsers(dest="prompts_command", metavar="ACTION", required=True)
     dl = prs.add_parser("download", help="fetch sd1_mem.txt, sd1_nmem.txt, sd2_*.txt ... (needs network)")
@@ -317,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["minisd"]:  # MiniSD's training tool keeps its own argument parser
+        from .minisd.train import main as minisd_main
+
+        minisd_main(argv[1:], prog="sharp minisd")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

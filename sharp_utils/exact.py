@@ -42,6 +42,7 @@ class ExactDensityModel(ScoreModel):
         self.chunk = int(chunk)
         self.small = int(small)  # conditions with at most this many examples are batched together, padded
         self.conditions: dict[Hashable, tuple[Tensor, Tensor]] = {}
+        self._gathered: dict[Hashable, tuple[Tensor, Tensor]] = {}
         for key, (idx, w) in conditions.items():
             idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
             if idx.numel() == 0:
@@ -63,24 +64,32 @@ class ExactDensityModel(ScoreModel):
             raise KeyError(f"conditions {', '.join(missing[:5])} are not in this exact model: build it with them")
         return keys
 
+    def _rows(self, key: Hashable) -> tuple[Tensor, Tensor]:
+        """(z, ‖z‖²) of condition ``key``'s training examples, gathered once (a pool is read at every step)."""
+        if key not in self._gathered:
+            idx = self.conditions[key][0]
+            self._gathered[key] = (self.data[idx], self.sqnorm[idx])
+        return self._gathered[key]
+
     def posterior(self, x: Tensor, t: int, key: Hashable) -> tuple[Tensor, Tensor]:
         """(indices, π) with π (B, M) the posterior over condition ``key``'s training examples given x_t = ``x``."""
         idx, logw = self.conditions[key]
+        z, sq = self._rows(key)
         a = self.alpha_bar(t).to(self.dtype)
         s2 = 1 - a
         xf = x.reshape(x.shape[0], -1).to(self.dtype)
         logits = []
         for lo in range(0, idx.numel(), self.chunk):
-            j = idx[lo: lo + self.chunk]
+            sl = slice(lo, lo + self.chunk)
             # −‖x − √ᾱ z‖²/(2σ²) up to the x-only term ‖x‖², which the softmax cancels
-            logits.append(logw[lo: lo + self.chunk] + (torch.sqrt(a) * xf @ self.data[j].T - a * self.sqnorm[j] / 2) / s2)
+            logits.append(logw[sl] + (torch.sqrt(a) * xf @ z[sl].T - a * sq[sl] / 2) / s2)
         return idx, torch.softmax(torch.cat(logits, 1), dim=1)
 
     def posterior_mean(self, x: Tensor, t: int, key: Hashable) -> Tensor:
         """E_π[z | x_t] (B, d) over condition ``key``'s training examples."""
         idx, pi = self.posterior(x, t, key)
-        return sum(pi[:, lo: lo + self.chunk] @ self.data[idx[lo: lo + self.chunk]]
-                   for lo in range(0, idx.numel(), self.chunk))
+        z, _ = self._rows(key)
+        return sum(pi[:, lo: lo + self.chunk] @ z[lo: lo + self.chunk] for lo in range(0, idx.numel(), self.chunk))
 
     def _small_posterior_mean(self, x: Tensor, t: int, keys: list[Hashable]) -> Tensor:
         """E_π[z | x_t] for rows whose conditions have few examples: one padded batch instead of a loop over keys."""

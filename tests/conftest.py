@@ -8,15 +8,10 @@ set_threads()  # $SHARP_THREADS, default 2
 
 @pytest.fixture(scope="session")
 def train_script():
-    """scripts/train_minisd.py as a module (it is a script, not part of the package)."""
-    import importlib.util
+    """MiniSD's training module (python -m sharp_utils.minisd.train)."""
+    from sharp_utils.minisd import train
 
-    from sharp_utils import paths
-
-    spec = importlib.util.spec_from_file_location("train_minisd", paths.REPO_ROOT / "scripts" / "train_minisd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return train
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sharp_utils.results import read_results
 
 @pytest.fixture(scope="module")
 def minisd():
-    from sharp_utils.minisd_experiments import load_model
+    from sharp_utils.minisd.experiments import load_model
 
     return load_model("minisd")
 
@@ -65,17 +65,18 @@ def test_mitigate_minisd_needs_training_ids(tmp_path, capsys):
 
 
 def test_detect_exact_minisd_equals_the_closed_form(minisd, tmp_path, capsys):
-    """`--model exact:minisd`: Wen's score of the training set's exact density, against ε^Δ = √ᾱ (E_π[z] − z_c)/σ with
-    the posterior π over the whole (weighted) training pool computed here by hand from the training latents."""
+    """`--model exact:minisd-coupled`: Wen's score of the first MiniSD's exact training density, against
+    ε^Δ = √ᾱ (E_π[z] − z_c)/σ with the posterior π over the whole (weighted) training pool computed here by hand from
+    the training latents (its EM captions pair with one image: z_c is that image's latent)."""
     from sharp_utils.exact_experiments import minisd_exact
 
-    ex = minisd_exact(minisd, "trained")
+    ex = minisd_exact(minisd, design="coupled")
     recs = [json.loads(line) for line in (minisd_eval_path()).read_text(encoding="utf-8").splitlines()]
     em = next(r for r in recs if r["category"] == "em")
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps(em), encoding="utf-8")
     out = tmp_path / "o.csv"
-    assert main(["detect", "--model", "exact:minisd", "--prompts", str(f), "--method", "wen", "-n", "2",
+    assert main(["detect", "--model", "exact:minisd-coupled", "--prompts", str(f), "--method", "wen", "-n", "2",
                  "--out", str(out), "--quiet"]) == 0
     (row,) = read_results(out)
     t = 1000 // 50 * 49 + minisd.steps_offset
@@ -85,12 +86,13 @@ def test_detect_exact_minisd_equals_the_closed_form(minisd, tmp_path, capsys):
     idx, logw = ex.conditions[None]
     logits = logw + (-(x[:, None, :] - a.sqrt() * z[idx][None]).pow(2).sum(-1) / (2 * (1 - a)))
     mean_u = torch.softmax(logits, 1) @ z[idx]
-    z_c = z[torch.as_tensor(em["train_ids"])].mean(0)  # one image per EM caption: its conditional density is a point
+    z_c = z[torch.as_tensor(em["train_ids"])].mean(0)  # single-image EM caption: its conditional density is a point
     assert len(em["train_ids"]) == 1
     wen = (a.sqrt() * (mean_u - z_c) / (1 - a).sqrt()).norm(dim=1).mean()
     assert float(row["score"]) == pytest.approx(float(wen), rel=1e-6)
     # attention-map methods and other exact models are refused with one line naming the fix
-    for model, method, match in (("exact:minisd", "le", "an exact density runs"), ("exact:mnist", "wen", "exact:minisd:unique")):
+    for model, method, match in (("exact:minisd", "le", "an exact density runs"), ("exact:mnist", "wen", "exact:<minisd|minisd-coupled>"),
+                                ("exact:minisd:trained", "wen", "appc|coupled")):
         capsys.readouterr()
         assert main(["detect", "--model", model, "--prompts", str(f), "--method", method, "--out", str(tmp_path / "x.csv")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -104,9 +106,10 @@ def minisd_eval_path():
 
 
 def test_mitigate_exact_minisd_copies_from_every_x_T(tmp_path, capsys):
-    """`sharp mitigate --model exact:minisd`: an EM caption pairs with one training image, so its exact conditional
-    density is that point: generations copy it with or without SAIL (copy score above the scorer's threshold)."""
-    from sharp_utils.minisd_eval import load_evaluators
+    """`sharp mitigate --model exact:minisd-coupled`: the first MiniSD's EM caption pairs with one training image, so
+    its exact conditional density is that point: generations copy it with or without SAIL (copy score above the
+    scorer's threshold)."""
+    from sharp_utils.minisd.evaluators import load_evaluators
     from sharp_utils.mitigation_run import read_mitigation
 
     em = next(r for r in (json.loads(x) for x in minisd_eval_path().read_text(encoding="utf-8").splitlines())
@@ -114,7 +117,7 @@ def test_mitigate_exact_minisd_copies_from_every_x_T(tmp_path, capsys):
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps(em), encoding="utf-8")
     out = tmp_path / "m"
-    assert main(["mitigate", "--model", "exact:minisd", "--prompts", str(f), "--method", "sail", "--setting", "1.9",
+    assert main(["mitigate", "--model", "exact:minisd-coupled", "--prompts", str(f), "--method", "sail", "--setting", "1.9",
                  "-n", "1", "--sail-max-steps", "5", "--out", str(out), "--quiet"]) == 0
     rows = read_mitigation(out)
     assert {r["method"] for r in rows} == {"none", "sail"}

@@ -142,28 +142,40 @@ def test_mnist_exact_pools_follow_the_training_sets():
         mnist_exact("other")
 
 
-def test_minisd_exact_weights_as_trained(monkeypatch):
-    from sharp_utils import minisd_experiments as X
+def test_minisd_exact_pools_and_em_captions(monkeypatch):
+    """The 2 × 2 of MiniSD exact densities: the coupled pool weighs every example as the first MiniSD drew it (EM
+    images 40 copies × em_weight 4), the App. C pool is v2's 36,780 images once each; a single EM caption is its
+    memorized image, a dominant one adds its three other images with the copies' weights (40 : 10 : 10 : 10)."""
+    from sharp_utils.minisd import experiments as X
     from sharp_utils.exact_experiments import minisd_exact
 
-    data = X.training_data()
-    n = len(data["images"])
-    monkeypatch.setattr(X, "training_latents", lambda model: torch.randn(n, 4, 2, 2))
+    data, coupled = X.training_data("v2"), X.training_data("coupled")
+    n, n_pool = len(data["images"]), len(data["uncond_images"])
+    monkeypatch.setattr(X, "training_latents", lambda model, which="images": torch.randn(
+        n if which == "images" else n_pool, 4, 2, 2))
     model = type("M", (), {"alphas_cumprod": AC.float()})()
     em = next(r for r in data["records"] if r["category"] == "em")
     nm = next(r for r in data["records"] if r["category"] == "nmem")
-    w = {}
-    for pool in ("trained", "unique"):
-        ex = minisd_exact(model, pool)
-        w[pool] = ex.conditions[None][1].exp()
-        assert ex.conditions[em["caption"]][0].tolist() == em["train_ids"]
-        assert ex.conditions[nm["caption"]][0].tolist() == nm["train_ids"]
-    em_ids = [i for r in data["records"] if r["category"] == "em" for i in r["train_ids"]]
-    # 40 copies × em_weight 4 of the shipped recipe = 160 examples' weight per EM image, 1 for every other image
-    ratio = w["trained"][em_ids[0]] / w["trained"][nm["train_ids"][0]]
-    assert ratio.item() == pytest.approx(160.0)
-    assert w["trained"][em_ids].sum().item() == pytest.approx(60 * 160 / (60 * 160 + n - 60))
-    assert torch.allclose(w["unique"], torch.full((n,), 1 / n, dtype=torch.float64))
+    ex = {(u, e): minisd_exact(model, u, e) for u in ("coupled", "appc") for e in ("single", "dominant")}
+    assert len(ex["appc", "single"].data) == n + n_pool
+    for (u, e), m in ex.items():
+        ids, logw = m.conditions[em["caption"]]
+        if e == "single":
+            assert ids.tolist() == em["train_ids"]
+        else:
+            assert ids.tolist() == em["train_ids"] + em["other_ids"]
+            assert torch.allclose(logw.exp(), torch.tensor([40, 10, 10, 10], dtype=torch.float64) / 70)
+        assert m.conditions[nm["caption"]][0].tolist() == nm["train_ids"]
+    w = ex["coupled", "single"].conditions[None][1].exp()
+    em_ids = [r["train_ids"][0] for r in coupled["records"] if r["category"] == "em"]
+    assert (w[em_ids[0]] / w[nm["train_ids"][0]]).item() == pytest.approx(160.0)
+    assert w[em_ids].sum().item() == pytest.approx(60 * 160 / (60 * 160 + 5000 - 60))
+    assert len(w) == 5000  # v2's added images are not in the first MiniSD's training set
+    idx, logw = ex["appc", "dominant"].conditions[None]
+    assert idx.tolist() == list(range(n, n + n_pool))
+    assert logw is None or torch.allclose(logw.exp(), torch.full((n_pool,), 1 / n_pool, dtype=torch.float64))
+    with pytest.raises(ValueError, match="appc"):
+        minisd_exact(model, "trained")
 
 
 def test_exact_detection_rows_by_hand(gen):

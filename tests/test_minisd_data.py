@@ -11,7 +11,12 @@ from sharp_utils import paths
 
 @pytest.fixture(scope="module")
 def data():
-    return M.build_data(seed=0)
+    return M.build_data(seed=0)  # v2
+
+
+@pytest.fixture(scope="module")
+def coupled():
+    return M.build_data(seed=0, design="coupled")
 
 
 def test_categories_counts_and_split(data):
@@ -24,14 +29,68 @@ def test_categories_counts_and_split(data):
     assert len({r["caption"] for r in recs}) == len(recs)  # no prompt in two categories or splits
 
 
-def test_em_images_are_duplicated_under_a_unique_caption(data):
-    ti, tc, caps = data["train_image"], data["train_caption"], data["captions"]
-    for r in (r for r in data["records"] if r["category"] == "em"):
+def test_em_images_are_duplicated_under_a_unique_caption(coupled):
+    ti, tc, caps = coupled["train_image"], coupled["train_caption"], coupled["captions"]
+    for r in (r for r in coupled["records"] if r["category"] == "em"):
         c = caps.index(r["caption"])
         assert set(ti[tc == c].tolist()) == set(r["train_ids"]) and len(r["train_ids"]) == 1
         assert (tc == c).sum() == 40
         # the image appears under no other caption
         assert set(tc[ti == r["train_ids"][0]].tolist()) == {c}
+
+
+def test_v2_em_captions_are_dominant_modes(data, coupled):
+    """v2: each EM caption pairs its memorized image (40 copies) with three other digits of the same digit class,
+    recoloured in the caption's colour (10 copies each): the memorized image holds 40/70 of the caption's pairs."""
+    ti, tc, caps, imgs = data["train_image"], data["train_caption"], data["captions"], data["images"].astype(np.float32)
+    assert len(imgs) == 5180 and np.array_equal(data["images"][:5000], coupled["images"])
+    others = []
+    for r in (r for r in data["records"] if r["category"] == "em"):
+        c = caps.index(r["caption"])
+        counts = Counter(ti[tc == c].tolist())
+        assert counts == {r["train_ids"][0]: 40, **{i: 10 for i in r["other_ids"]}}
+        assert r["memorized_share"] == pytest.approx(40 / 70, abs=1e-4)
+        assert set(tc[ti == r["train_ids"][0]].tolist()) == {c}
+        colour = np.array(M.COLOURS[next(k for k in M.COLOURS if f" {k} " in f" {r['caption']} ")])
+        for i in r["other_ids"]:
+            assert set(tc[ti == i].tolist()) == {c}
+            rgb = imgs[i].reshape(3, -1)[:, imgs[i].max(0).reshape(-1).argmax()]  # the brightest pixel's colour
+            assert np.allclose(rgb / rgb.max(), colour / colour.max(), atol=0.02)
+        others += r["other_ids"]
+    assert len(set(others)) == len(others) == 180
+    # both designs share every prompt record (v2 adds the EM records' other images)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("other_ids", "memorized_share")}  # noqa: E731
+    assert [strip(r) for r in data["records"]] == coupled["records"]
+
+
+def test_v2_unconditional_pool_holds_each_memorized_image_once(data):
+    """App. C's principle: every non-memorized digit in all 8 colours plus every PM / EM image, each once; the
+    memorized images are 60 of 36,780."""
+    pool = data["uncond_images"]
+    assert len(pool) == 4540 * len(M.COLOURS) + 400 + 60
+    count = Counter(x.tobytes() for x in pool)
+    assert max(count.values()) == 1  # no image more frequent than another
+    em = [r["train_ids"][0] for r in data["records"] if r["category"] == "em"]
+    assert all(count[data["images"][i].tobytes()] == 1 for i in em)
+    assert all(count[x.tobytes()] == 1 for x in data["images"])  # every captioned image, v2's added ones included
+
+
+def test_training_rows_drawn_in_their_proportions(train_script):
+    """draw_rows: examples ∝ their weights, CFG drops with probability p (here App. C's 0.2), pool indices uniform:
+    each within 4.5 binomial standard errors over 20,000 rows, and a chi-square test on the pool's 10 bins."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([1.0, 2.0, 7.0])
+    j, drop, k = train_script.draw_rows(w, 20_000, 0.2, 10, g)
+    n = 20_000
+    for i, p in enumerate((w / w.sum()).tolist()):
+        assert abs((j == i).float().mean().item() - p) < 4.5 * (p * (1 - p) / n) ** 0.5
+    assert abs(drop.float().mean().item() - 0.2) < 4.5 * (0.2 * 0.8 / n) ** 0.5
+    obs = torch.bincount(k[drop], minlength=10).double()
+    chi2 = ((obs - obs.mean()) ** 2 / obs.mean()).sum().item()
+    assert chi2 < 27.9  # 9 dof, p = 0.001
+    assert train_script.draw_rows(w, 4, 0.2, None, g)[2] is None
 
 
 def test_em_captions_are_the_em_records(data):
@@ -100,19 +159,20 @@ def test_shipped_minisd_checkpoint_matches_its_manifest_and_loads():
     from sharp_utils.checkpoints import load_state, read_manifest
     from sharp_utils.pipeline import load_pipeline
 
-    man = read_manifest(M.CHECKPOINT)
-    assert set(man["files"]) == {"unet.safetensors", "vae.safetensors"}
-    assert sum(f["bytes"] for f in man["files"].values()) <= 40 * 2**20
-    for name in ("unet", "vae"):
-        load_state(M.CHECKPOINT, name)  # raises on a hash mismatch
-        assert man["recipe"][name]["steps"] > 0 and man["recipe"][name]["seconds"] > 0
-    model = load_pipeline(M.pipeline_dir(), device="cpu")
-    x = model.initial_noise([0])
-    assert torch.isfinite(model.eps(x, 981, model.encode(["a red handwritten seven"]))).all()
+    for ck in M.CHECKPOINTS.values():  # v2 and the first, coupled MiniSD
+        man = read_manifest(ck)
+        assert set(man["files"]) == {"unet.safetensors", "vae.safetensors"}
+        assert all(f["bytes"] <= 40 * 2**20 for f in man["files"].values())
+        for name in ("unet", "vae"):
+            load_state(ck, name)  # raises on a hash mismatch
+            assert man["recipe"][name]["steps"] > 0 and man["recipe"][name]["seconds"] > 0
+        model = load_pipeline(M.pipeline_dir(ck), device="cpu")
+        x = model.initial_noise([0])
+        assert torch.isfinite(model.eps(x, 981, model.encode(["a red handwritten seven"]))).all()
 
 
 def test_training_learning_rate_schedule_warmup_then_cosine(train_script):
-    """scripts/train_minisd.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the budget."""
+    """sharp_utils/minisd/train.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the budget."""
     import math
 
     import torch
@@ -131,7 +191,7 @@ def test_training_learning_rate_schedule_warmup_then_cosine(train_script):
 
 
 def test_training_example_weights_count_em_and_sibling_examples(train_script):
-    """scripts/train_minisd.py --em-weight / --sibling-weight: the weight of every example, counted by hand."""
+    """sharp_utils/minisd/train.py --em-weight / --sibling-weight: the weight of every example, counted by hand."""
     import torch
 
     T = train_script
@@ -163,7 +223,7 @@ def test_unet_config_widths():
 
 
 def test_train_widths_mid_run_saves_and_resume(tmp_path, train_script):
-    """train_minisd.py train --widths / --vae-from / --resume / --save-every on a tiny synthetic prep file: the new
+    """minisd/train.py train --widths / --vae-from / --resume / --save-every on a tiny synthetic prep file: the new
     UNet has the asked widths, mid-run saves load with their step counts, a resume adds its steps to the total and
     keeps the VAE bit for bit, and mismatched widths stop with a one-line error."""
     import torch
@@ -206,3 +266,16 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path, train_script):
     rd = read_manifest(tmp_path / "d")
     assert rd["config"]["unet"]["block_out_channels"] == [48, 96, 96] and "resumed_from" not in rd["recipe"]["unet"]
     assert all(torch.equal(va[k], v) for k, v in load_state(tmp_path / "d", "vae")[0].items())
+
+
+def test_memorized_shares_of_the_training_rows():
+    """memorized_shares against a count by hand: v2 draws EM captions em_weight × (2, from its manifest) and its
+    unconditional rows from the 36,780-image pool; the first MiniSD's dropped rows are its own examples."""
+    from sharp_utils.minisd import experiments as X
+
+    v2, co = X.memorized_shares("minisd"), X.memorized_shares("minisd-coupled")
+    w = v2["em_weight"]
+    assert v2["conditional"] == pytest.approx(60 * 40 * w / (60 * 70 * w + 400 + 4540))
+    assert v2["unconditional"] == pytest.approx(60 / 36_780)
+    w = co["em_weight"]
+    assert co["conditional"] == co["unconditional"] == pytest.approx(60 * 40 * w / (60 * 40 * w + 400 + 4540))

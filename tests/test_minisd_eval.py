@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sharp_utils import minisd as M
-from sharp_utils import minisd_eval as E
-from sharp_utils import minisd_experiments as X
+from sharp_utils.minisd import evaluators as E
+from sharp_utils.minisd import experiments as X
 from sharp_utils.hessian import jacobian_batched
 from sharp_utils.pipeline import PipelineScoreModel
 from sharp_utils.sampling import sample_ddim
@@ -15,7 +15,7 @@ from sharp_utils.tiny_sd import build_tiny_pipeline
 
 @pytest.fixture(scope="module")
 def data():
-    return M.build_data(seed=0)
+    return M.build_data(seed=0, design="coupled")  # the 5,000 images the evaluators were trained and validated on
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,21 @@ def test_shipped_copy_scorer_separates_copies_from_other_images(data, scorers):
     x = imgs[held[:3]].float() / 255
     s = copy_scores(copy, x, [imgs[perm[500:503]].float() / 255, x[1:2], torch.cat([x[2:3], x[0:1]])])
     assert s[1] == pytest.approx(1.0, abs=1e-5) and s[2] == pytest.approx(1.0, abs=1e-5) and s[0] < 0.999
+
+
+def test_scorers_on_the_v2_images(scorers):
+    """MiniSD v2's added images (three other digits per EM caption, recoloured): none scores as a copy of its
+    caption's memorized image, and they align with the caption (≥ 95 %)."""
+    copy, align = scorers
+    d = M.build_data(seed=0)
+    imgs = torch.from_numpy(d["images"]).float() / 255
+    em = [r for r in d["records"] if r["category"] == "em"]
+    E_ = copy.embed(imgs)
+    sims = torch.stack([(E_[r["other_ids"]] @ E_[r["train_ids"][0]]).max() for r in em])
+    assert sims.max() < copy.threshold
+    others = [i for r in em for i in r["other_ids"]]
+    a = align.score(imgs[others], [r["caption"] for r in em for _ in r["other_ids"]])
+    assert (a > align.threshold).float().mean() >= 0.95
 
 
 def test_shipped_alignment_scorer_separates_matched_from_mismatched(data, scorers):
@@ -196,7 +211,7 @@ def test_minisd_grids_are_the_dev_split_calibration():
 
 
 def test_verify_memorization_scores_its_own_generations(scorers, data):
-    """verify_memorization (notebook 03, ``train_minisd.py verify``): generations from per-sample seeds at the
+    """verify_memorization (notebook 03, ``minisd/train.py verify``): generations from per-sample seeds at the
     requested guidance scale, copy scores = max cosine against the record's own training images."""
     tiny = PipelineScoreModel(build_tiny_pipeline(sample_size=16))  # random weights, 32×32 images like MiniSD's
     copy_scorer, align_scorer = scorers
@@ -226,7 +241,7 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
 
 
 def test_verify_nmem_reports_novelty_and_alignment_by_kind(scorers, data, train_script, monkeypatch, capsys):
-    """train_minisd.py verify --category nmem: its rates equal those counted from verify_memorization's own rows,
+    """minisd/train.py verify --category nmem: its rates equal those counted from verify_memorization's own rows,
     split by the records' kind (paraphrase / training caption)."""
     import json
     from types import SimpleNamespace

