@@ -11,9 +11,11 @@ export SHARP_FIGURES_DIR="${SHARP_FIGURES_DIR:-$(mktemp -d)}"
 export SHARP_THREADS="${SHARP_THREADS:-1}"
 export OMP_NUM_THREADS="$SHARP_THREADS" OPENBLAS_NUM_THREADS="$SHARP_THREADS" MKL_NUM_THREADS="$SHARP_THREADS"
 # notebooks first, the longest first (pytest keeps this order; --dist loadfile hands files out in it), then the test
-# files fill the end: less idle tail (tests/test_notebooks.py checks that every notebook is listed)
+# files fill the end: less idle tail (tests/test_notebooks.py checks that every notebook is listed).  Checked numbers
+# are compared within a tolerance (tests/nbtolerance.py); notebook 06 runs under a second CPU capability instead, in
+# tests/test_cpu_capability_guard.py, so a digit-fragile check fails here and not on the next machine
 NOTEBOOKS=(notebooks/03_sd_eigen_spectra.ipynb notebooks/02_mnist_9_vs_3.ipynb notebooks/05_detection_table1.ipynb
-           notebooks/04_trace_alignment.ipynb notebooks/07_regime_ablation.ipynb notebooks/06_mitigation_fig6.ipynb
+           notebooks/04_trace_alignment.ipynb notebooks/07_regime_ablation.ipynb tests/test_cpu_capability_guard.py
            notebooks/01_toy_2d_mixture.ipynb)
 python -m pytest "${NOTEBOOKS[@]}" tests --nbval-lax --nbval-kernel-name sharp -p no:cacheprovider \
   -n "${SHARP_WORKERS:-2}" --dist loadfile --durations=15 "$@"
