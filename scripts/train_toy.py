@@ -3,6 +3,7 @@
     python scripts/train_toy.py toy2d --device cuda --out checkpoints/toy2d
     python scripts/train_toy.py mnist --device cuda --out checkpoints/mnist_9v3_coupled [--no-augment]
     python scripts/train_toy.py mnist --design appc --device cuda --out checkpoints/mnist_9v3_appc --no-augment
+    python scripts/train_toy.py mnist --design appc --resume checkpoints/mnist_9v3_coupled --steps 150 ...  # fine-tune
 
 The recipes are sharp_utils.toy_experiments.TOY2D_RECIPE / MNIST_RECIPE; --max-seconds caps wall time and the
 manifest records the steps actually done.
@@ -30,13 +31,22 @@ def main():
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--design", choices=["coupled", "appc"], default="coupled",
                    help="MNIST: where the label-dropped examples come from (sharp_utils.toy.mnist_9_vs_3)")
+    p.add_argument("--resume", default=None, help="MNIST: fine-tune from this checkpoint folder (recorded)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--second-order-weight", type=float, default=None, help="w of L_DSM + w L_DSM^(2) (paper: 0.5)")
+    p.add_argument("--ema-decay", type=float, default=None)
     a = p.parse_args()
-    kw = {} if a.steps is None else {"steps": a.steps}
+    kw = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
+                            ("second_order_weight", a.second_order_weight), ("ema_decay", a.ema_decay)) if v is not None}
+    if a.resume and a.which != "mnist":
+        p.error("--resume is for mnist")
     if a.which == "toy2d":
         net, recipe = E.train_toy2d(a.seed, a.device, a.max_seconds, **kw)
         name = "toy2d"
     else:
-        net, recipe = E.train_mnist(a.seed, a.device, a.max_seconds, augment=not a.no_augment, design=a.design, **kw)
+        net, recipe = E.train_mnist(a.seed, a.device, a.max_seconds, augment=not a.no_augment, design=a.design,
+                                    resume=a.resume, **kw)
         name = "mnist_9v3"
     recipe["command"] = " ".join(["python scripts/train_toy.py"] + sys.argv[1:])
     save_state(Path(a.out), name, net.state_dict(), config=net.config, recipe=recipe)

@@ -312,7 +312,7 @@ def train_score_model(
         if max_seconds is not None and time.time() - start > max_seconds:
             break
     recipe = {
-        "steps": step, "steps_requested": steps, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW, 500-step warm-up", "ema": "decay min(0.999, (1+s)/(10+s))",
+        "steps": step, "steps_requested": steps, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW, 500-step warm-up", "ema": f"decay min({ema_decay}, (1+s)/(10+s))",
         "second_order_weight": second_order_weight, "num_probes": num_probes, "exact_jacobian": exact_jacobian,
         "cfg_drop": cfg_drop, "uncond_examples": None if uncond_x is None else int(uncond_x.shape[0]), "augment": getattr(augment, "__doc__", None), "ema_decay": ema_decay, "seed": seed, "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
         "seconds": round(time.time() - start, 1), "torch": torch.__version__, "log": log,

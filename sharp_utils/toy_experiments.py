@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import paths
-from .checkpoints import CheckpointError, load_state
+from .checkpoints import CheckpointError, load_state, read_manifest
 from .sampling import per_sample_noise, sample_ddim
 from .toy import (MNIST_LABELS, ClassUNet, TimeMLP, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3,
                   shift_threes, toy_mixture_data, train_score_model)
@@ -35,16 +35,29 @@ def train_toy2d(seed: int = 0, device: str = "cpu", max_seconds: float | None = 
 
 
 def train_mnist(seed: int = 0, device: str = "cpu", max_seconds: float | None = None, augment: bool = True,
-                design: str = MNIST_DEFAULT, **overrides):
+                design: str = MNIST_DEFAULT, resume: Path | None = None, **overrides):
     """Train the MNIST 9-vs-3 class-conditional UNet with CFG dropout 0.2 and L_DSM + 0.5 L_DSM^(2); ``design``:
-    where the label-dropped examples come from (:func:`sharp_utils.toy.mnist_9_vs_3`)."""
+    where the label-dropped examples come from (:func:`sharp_utils.toy.mnist_9_vs_3`); ``resume``: a checkpoint
+    folder to fine-tune from (its hash and recipe go into the new recipe)."""
     data = mnist_9_vs_3(seed, design=design)
-    net = ClassUNet()
+    if resume is None:
+        net, resumed = ClassUNet(), None
+    else:
+        state, config = load_state(Path(resume), "mnist_9v3")
+        net = ClassUNet(config)
+        net.load_state_dict(state)
+        man = read_manifest(Path(resume))
+        resumed = {"folder": Path(resume).resolve().relative_to(paths.REPO_ROOT).as_posix()
+                   if Path(resume).resolve().is_relative_to(paths.REPO_ROOT) else str(resume),
+                   "sha256": man["files"]["mnist_9v3.safetensors"]["sha256"],
+                   "recipe": man.get("recipe", {}).get("mnist_9v3")}
     rec = {**MNIST_RECIPE, **overrides}
     net, recipe = train_score_model(net, data["x"], data["y"], alphas_cumprod=ddpm_alphas_cumprod(), seed=seed,
                                     device=device, max_seconds=max_seconds, augment=shift_threes if augment else None,
                                     uncond_x=data["uncond"], **rec)
     recipe["design"] = design
+    if resumed is not None:
+        recipe["resumed_checkpoint"] = resumed
     return net, recipe
 
 
@@ -112,6 +125,32 @@ def nearest_distance(samples: Tensor, train: Tensor, exclude_self: bool = False)
     if exclude_self:
         d.fill_diagonal_(float("inf"))
     return d.min(1)
+
+
+def copy_rate_interval(copies: int, n: int) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) 95 % interval of a copy rate (scipy ``binomtest``)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(copies), int(n)).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def mnist_copy_rates(model: TorchScoreModel, data: dict, n_uncond: int, n_cond: int, guidance: float = 5.0,
+                     num_steps: int = 50, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """App. C's bars on an MNIST 9-vs-3 model: unconditional samples (guidance 1) and guided '9' samples copying the
+    memorized nine, guided '3' samples copying a training three; ``{key: (copies, n, (low, high))}``.
+
+    Seeds: unconditional ``seed + 2·10⁶ …``, '9' ``seed + 10⁶ …``, '3' ``seed …`` (those of notebook 02's figures)."""
+    out = {}
+    for key, label, w, s0, train in (("uncond_nine", None, 1.0, 2 * 10**6, data["nine"][None]),
+                                     ("cond_nine", "9", guidance, 10**6, data["nine"][None]),
+                                     ("cond_three", "3", guidance, 0, data["threes"])):
+        n = n_uncond if label is None else n_cond
+        x = generate(model, range(seed + s0, seed + s0 + n), (1, 28, 28), MNIST_LABELS[label], w, num_steps,
+                     device=device).float()
+        copies = round(memorization_summary(x, train, train_reference=data["threes"])["copied_fraction"] * n)
+        out[key] = (copies, n, copy_rate_interval(copies, n))
+    return out
 
 
 def memorization_summary(samples: Tensor, train: Tensor, train_reference: Tensor | None = None, factor: float = 0.5) -> dict:

@@ -167,3 +167,28 @@ def test_train_mnist_appc_runs_and_records_its_design():
     assert all(torch.isfinite(torch.tensor([r["dsm"], r["dsm2"]])).all() for r in rec["log"])
     with pytest.raises(ValueError, match="appc"):
         E.load_mnist(design="other")
+
+
+def test_train_mnist_resumes_a_checkpoint_and_records_it(tmp_path):
+    """A fine-tune starts from the saved weights (zero learning rate leaves them as saved) and records their hash."""
+    from sharp_utils.checkpoints import read_manifest, save_state
+
+    net0 = toy.ClassUNet()
+    save_state(tmp_path, "mnist_9v3", net0.state_dict(), config=net0.config, recipe={"steps": 7})
+    net, rec = E.train_mnist(steps=2, batch_size=4, augment=False, design="appc", resume=tmp_path, lr=0.0,
+                             second_order_weight=0.0, ema_decay=0.0)
+    for k, v in net0.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    resumed = rec["resumed_checkpoint"]
+    assert resumed["sha256"] == read_manifest(tmp_path)["files"]["mnist_9v3.safetensors"]["sha256"]
+    assert resumed["recipe"] == {"steps": 7} and rec["second_order_weight"] == 0.0 and rec["ema_decay"] == 0.0
+
+
+def test_copy_rate_interval_is_clopper_pearson():
+    # closed forms: 0 of n -> (0, 1 - 0.025^(1/n)); n of n -> (0.025^(1/n), 1)
+    lo, hi = E.copy_rate_interval(0, 500)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 500), rel=1e-9)
+    lo, hi = E.copy_rate_interval(200, 200)
+    assert lo == pytest.approx(0.025 ** (1 / 200), rel=1e-9) and hi == 1.0
+    lo, hi = E.copy_rate_interval(5, 500)
+    assert lo < 0.01 < hi < 0.03
