@@ -10,6 +10,7 @@ FIGURES = Path(os.environ.get("SHARP_FIGURES_DIR", REPO_ROOT / "figures"))
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PROMPTS = REPO_ROOT / "prompts"
 CHECKPOINTS = REPO_ROOT / "checkpoints"
+RESULTS = REPO_ROOT / "results"  # heavy results computed once, each with a JSON of its settings beside it
 
 
 def sd_prompts_dir() -> Path:

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,47 @@ def test_copy_rate_interval_is_clopper_pearson():
     assert lo == pytest.approx(0.025 ** (1 / 200), rel=1e-9) and hi == 1.0
     lo, hi = E.copy_rate_interval(5, 500)
     assert lo < 0.01 < hi < 0.03
+
+
+def test_copy_rates_counts_rows_below_the_threshold():
+    rows = [{"group": "a", "distance": d} for d in (0.5, 1.5, 0.99, 3.0)] + [{"group": "b", "distance": 2.0}]
+    rates = E.copy_rates(rows, threshold=1.0)
+    assert rates["a"][:2] == (2, 4) and rates["b"][:2] == (0, 1)
+    assert rates["a"][2] == E.copy_rate_interval(2, 4)
+
+
+def test_mnist_copy_threshold_is_half_the_median_spacing_of_the_threes():
+    data = toy.mnist_9_vs_3(0)
+    x = data["threes"].flatten(1).double().numpy()
+    d = ((x[:, None] - x[None]) ** 2).sum(-1) ** 0.5  # numpy oracle
+    np.fill_diagonal(d, np.inf)
+    nn = np.sort(d.min(1))
+    # torch's median of an even count is the lower middle value (numpy's the mean of both): 500 threes
+    assert E.mnist_copy_threshold(data) == pytest.approx(0.5 * nn[(len(nn) - 1) // 2], rel=1e-9)
+
+
+def test_shipped_appc_copy_rows_match_todays_code():
+    """Spot check of results/mnist_9v3_appc_copies.csv: regenerate a few rows per group from the shipped checkpoint."""
+    folder = E.MNIST_DIRS["appc"]
+    rows, settings = E.read_copy_results(E.MNIST_COPY_RESULTS["appc"], folder)
+    data = toy.mnist_9_vs_3(0)
+    assert settings["threshold"] == pytest.approx(E.mnist_copy_threshold(data), rel=1e-6)
+    model = E.load_mnist(design="appc")
+    for group in E.MNIST_COPY_GROUPS:
+        mine = sorted((r for r in rows if r["group"] == group), key=lambda r: r["seed"])[:3]
+        d = E.mnist_copy_distances(model, data, group, [r["seed"] for r in mine], settings["guidance"],
+                                   settings["num_steps"])
+        # DDIM is deterministic per seed; CPU kernels round differently (tests/nbtolerance.py): 1e-2 in l2 (the copy
+        # threshold is 5.4)
+        np.testing.assert_allclose(d.numpy(), [r["distance"] for r in mine], atol=1e-2)
+
+
+def test_read_copy_results_refuses_rows_of_another_checkpoint(tmp_path):
+    import shutil
+
+    shutil.copy(E.MNIST_COPY_RESULTS["appc"], tmp_path / "c.csv")
+    shutil.copy(E.MNIST_COPY_RESULTS["appc"].with_suffix(".json"), tmp_path / "c.json")
+    with pytest.raises(checkpoints.CheckpointError, match="another checkpoint"):
+        E.read_copy_results(tmp_path / "c.csv", E.MNIST_DIRS["coupled"])
+    with pytest.raises(FileNotFoundError, match="check_mnist_memorization"):
+        E.read_copy_results(tmp_path / "missing.csv", E.MNIST_DIRS["appc"])
