@@ -1,5 +1,6 @@
-"""Make an executed notebook diff cleanly: strip papermill's run metadata (timestamps, durations), give the cell
-papermill injects a fixed id (it draws a new one every run), and drop library warnings from stderr outputs
+"""Make an executed notebook diff cleanly and run as it reads: fold the values papermill injected into the
+``parameters`` cell and drop papermill's injected cell (so an edit of the parameters cell in JupyterLab takes effect),
+strip papermill's run metadata (timestamps, durations), and drop library warnings from stderr outputs
 (tqdm's IProgress notice that diffusers' and transformers' ``tqdm.auto`` import raises in a kernel without
 ipywidgets, and any ``file.py:N: SomeWarning:`` line with the source line Python prints under it).
 
@@ -10,7 +11,8 @@ import sys
 
 import nbformat
 
-INJECTED_ID = "injected-parameters"
+# a top-level assignment "name = value  # comment" of a parameters cell
+ASSIGN = re.compile(r"^(\w+)\s*=\s*(.*?)(\s+#.*)?$")
 # a warning as Python's warnings module prints it: "<path>.py:<line>: <Category>Warning: <message>"
 WARNING_LINE = re.compile(r"^\S+\.py:\d+: \w*Warning: ")
 
@@ -28,7 +30,34 @@ def clean_stderr(text: str) -> str:
     return "".join(out)
 
 
+def fold_injected(nb) -> None:
+    """Write papermill's injected assignments into the ``parameters`` cell (keeping its comments) and drop the
+    injected cell: the committed notebook shows, and runs with, the values its outputs came from."""
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not injected:
+        return
+    if len(params) != 1:
+        raise SystemExit("clean_notebook: tag exactly one cell 'parameters' so papermill's values can go into it")
+    values = {}
+    for c in injected:
+        for line in c.source.splitlines():
+            m = ASSIGN.match(line)
+            if m:
+                values[m.group(1)] = m.group(2)
+    src = params[0].source
+    lines = src.splitlines()
+    for i, line in enumerate(lines):
+        m = ASSIGN.match(line)
+        if m and m.group(1) in values:
+            lines[i] = f"{m.group(1)} = {values.pop(m.group(1))}{m.group(3) or ''}"
+    lines += [f"{k} = {v}" for k, v in values.items()]
+    params[0].source = "\n".join(lines) + ("\n" if src.endswith("\n") else "")
+    nb.cells = [c for c in nb.cells if all(c is not i for i in injected)]
+
+
 def clean(nb) -> None:
+    fold_injected(nb)
     pm = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration", "input_path", "output_path"):
         pm.pop(key, None)
@@ -38,8 +67,6 @@ def clean(nb) -> None:
         if p is not None:
             for key in ("start_time", "end_time", "duration", "exception", "status"):
                 p.pop(key, None)
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.id = INJECTED_ID
         if cell.cell_type != "code":
             continue
         kept = []
