@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sharp_utils import toy_experiments as E
-from sharp_utils.checkpoints import load_state, read_manifest
+from sharp_utils.checkpoints import load_state, manifest_sha256
 from sharp_utils.runtime import set_threads
 from sharp_utils.toy import MNIST_LABELS, ClassUNet, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3
 
@@ -43,7 +43,7 @@ def main():
     model = TorchScoreModel(net.to(a.device).eval(), ddpm_alphas_cumprod(), null_label=MNIST_LABELS[None])
     data = mnist_9_vs_3()
     settings = {"checkpoint": folder.as_posix(),
-                "sha256": read_manifest(folder)["files"]["mnist_9v3.safetensors"]["sha256"],
+                "sha256": manifest_sha256(folder, "mnist_9v3"),
                 "guidance": a.guidance, "num_steps": a.steps, "threshold": E.mnist_copy_threshold(data)}
     rows = []
     if a.out:

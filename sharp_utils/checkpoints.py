@@ -52,6 +52,11 @@ def read_manifest(folder: Path) -> dict:
     return json.loads(p.read_text())
 
 
+def manifest_sha256(folder: Path, name: str) -> str:
+    """The SHA-256 that ``folder``'s manifest records for ``name.safetensors`` (what a derived result cites)."""
+    return read_manifest(folder)["files"][f"{name}.safetensors"]["sha256"]
+
+
 def load_state(folder: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, config) of ``folder/name.safetensors`` after checking its SHA-256 against the manifest."""
     folder = Path(folder)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import paths
-from .checkpoints import CheckpointError, load_state, read_manifest
+from .checkpoints import CheckpointError, load_state, manifest_sha256, read_manifest
 from .sampling import per_sample_noise, sample_ddim
 from .toy import (MNIST_LABELS, ClassUNet, TimeMLP, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3,
                   shift_threes, toy_mixture_data, train_score_model)
@@ -52,7 +52,7 @@ def train_mnist(seed: int = 0, device: str = "cpu", max_seconds: float | None = 
         man = read_manifest(Path(resume))
         resumed = {"folder": Path(resume).resolve().relative_to(paths.REPO_ROOT).as_posix()
                    if Path(resume).resolve().is_relative_to(paths.REPO_ROOT) else str(resume),
-                   "sha256": man["files"]["mnist_9v3.safetensors"]["sha256"],
+                   "sha256": manifest_sha256(resume, "mnist_9v3"),
                    "recipe": man.get("recipe", {}).get("mnist_9v3")}
     rec = {**MNIST_RECIPE, **overrides}
     net, recipe = train_score_model(net, data["x"], data["y"], alphas_cumprod=ddpm_alphas_cumprod(), seed=seed,
@@ -144,10 +144,16 @@ MNIST_COPY_GROUPS = {"uncond_nine": (None, 1.0, 2 * 10**6), "cond_nine": ("9", N
                      "cond_three": ("3", None, 0)}
 
 
+def copy_threshold(reference: Tensor, factor: float = 0.5) -> tuple[float, float]:
+    """(threshold, median spacing): ``factor`` × the median leave-one-out nearest-neighbour ℓ2 spacing of
+    ``reference``, App. C's 'copy' distance."""
+    loo, _ = nearest_distance(reference, reference, exclude_self=True)
+    return factor * float(loo.median()), float(loo.median())
+
+
 def mnist_copy_threshold(data: dict, factor: float = 0.5) -> float:
-    """App. C's copy threshold: ``factor`` × the median leave-one-out nearest-neighbour ℓ2 spacing of the threes."""
-    loo, _ = nearest_distance(data["threes"], data["threes"], exclude_self=True)
-    return factor * float(loo.median())
+    """App. C's copy threshold on MNIST 9-vs-3: from the spacing of the training threes."""
+    return copy_threshold(data["threes"], factor)[0]
 
 
 def mnist_copy_distances(model: TorchScoreModel, data: dict, group: str, seeds, guidance: float = 5.0,
@@ -184,8 +190,7 @@ def read_copy_results(path: Path, folder: Path) -> tuple[list[dict], dict]:
         raise FileNotFoundError(f"{path} or {meta.name} is missing: run scripts/check_mnist_memorization.py "
                                 f"{folder} --out {path}")
     settings = json.loads(meta.read_text())
-    sha = read_manifest(folder)["files"]["mnist_9v3.safetensors"]["sha256"]
-    if settings["sha256"] != sha:
+    if settings["sha256"] != manifest_sha256(folder, "mnist_9v3"):
         raise CheckpointError(f"{path} was computed from another checkpoint than {folder}: delete it and rerun "
                               "scripts/check_mnist_memorization.py")
     with open(path, newline="") as f:
@@ -193,24 +198,10 @@ def read_copy_results(path: Path, folder: Path) -> tuple[list[dict], dict]:
     return rows, settings
 
 
-def mnist_copy_rates(model: TorchScoreModel, data: dict, n_uncond: int, n_cond: int, guidance: float = 5.0,
-                     num_steps: int = 50, seed: int = 0, device: str | torch.device = "cpu") -> dict:
-    """App. C's bars on an MNIST 9-vs-3 model: unconditional samples (guidance 1) and guided '9' samples copying the
-    memorized nine, guided '3' samples copying a training three; ``{group: (copies, n, (low, high))}``."""
-    rows = []
-    for g, (label, _, s0) in MNIST_COPY_GROUPS.items():
-        n = n_uncond if label is None else n_cond
-        d = mnist_copy_distances(model, data, g, range(seed + s0, seed + s0 + n), guidance, num_steps, device)
-        rows += [{"group": g, "distance": float(x)} for x in d]
-    return copy_rates(rows, mnist_copy_threshold(data))
-
-
 def memorization_summary(samples: Tensor, train: Tensor, train_reference: Tensor | None = None, factor: float = 0.5) -> dict:
     """Fraction of samples within ``factor`` × (median leave-one-out nearest-neighbour distance of the training set)
     of a training sample: 'copies'.  The reference spread comes from ``train_reference`` (default ``train``)."""
-    ref = train if train_reference is None else train_reference
-    loo, _ = nearest_distance(ref, ref, exclude_self=True)
-    thr = factor * loo.median()
-    d, idx = nearest_distance(samples, train)
-    return {"threshold": float(thr), "copied_fraction": float((d < thr).double().mean()),
-            "median_nn_distance": float(d.median()), "median_train_nn_distance": float(loo.median())}
+    thr, spacing = copy_threshold(train if train_reference is None else train_reference, factor)
+    d, _ = nearest_distance(samples, train)
+    return {"threshold": thr, "copied_fraction": float((d < thr).double().mean()),
+            "median_nn_distance": float(d.median()), "median_train_nn_distance": spacing}
