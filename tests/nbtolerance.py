@@ -72,12 +72,7 @@ def reconcile_text(ref: str, test: str, tol: Tolerance = Tolerance()) -> str:
     # split with two groups: [text, tilde, number, text, tilde, number, ..., text]
     out = []
     for i, (r, t) in enumerate(zip(ref_parts, test_parts)):
-        kind = i % 3
-        if kind == 0:  # text between numbers
-            if r != t:
-                return test
-            out.append(t)
-        elif kind == 1:  # the "~" marker must match
+        if i % 3 < 2:  # text between numbers, or the "~" marker: must match
             if r != t:
                 return test
             out.append(t)
