@@ -4,6 +4,8 @@
 #   bash run_all.sh                  # default profile (CPU minutes, shipped checkpoints)
 #   PROFILE=paper bash run_all.sh    # full scale, retrains, GPU recommended
 #   bash run_all.sh notebooks/04_trace_alignment.ipynb   # only some notebooks
+#   bash run_all.sh --recompute [NOTEBOOK ...]            # drop their committed results/<notebook>/ first
+# The default profile reads the heavy results committed under results/<notebook>/ and computes only missing rows.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_venv.sh
@@ -12,8 +14,11 @@ PROFILE="${PROFILE:-default}"
 export SHARP_THREADS="${SHARP_THREADS:-1}"
 export OMP_NUM_THREADS="$SHARP_THREADS" OPENBLAS_NUM_THREADS="$SHARP_THREADS" MKL_NUM_THREADS="$SHARP_THREADS"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+recompute=0
+if [ "${1:-}" = "--recompute" ]; then recompute=1; shift; fi
 if [ "$#" -gt 0 ]; then nbs=("$@"); else nbs=(notebooks/[0-9][0-9]_*.ipynb); fi
 for nb in "${nbs[@]}"; do
+  if [ "$recompute" = 1 ]; then rm -rf "results/$(basename "$nb" .ipynb)"; fi
   echo "== $nb (profile=$PROFILE)"
   start=$(date +%s)
   papermill "$nb" "$nb" -k sharp -p profile "$PROFILE" --cwd notebooks --no-progress-bar

@@ -1,7 +1,7 @@
 """App. C's bars on an MNIST 9-vs-3 checkpoint: how often unconditional samples copy the memorized nine, guided '9'
-samples copy it, and guided '3' samples copy a training three (exact 95 % intervals).
+samples copy it, and guided '3' samples copy a training three (Wilson 95 % intervals).
 
-    python scripts/check_mnist_memorization.py checkpoints/mnist_9v3_appc --n-uncond 1000 --n 200 \\
+    python scripts/check_mnist_memorization.py checkpoints/mnist_9v3_appc --n-uncond 2000 --n 600 \\
         --out results/mnist_9v3_appc_copies.csv
 
 With ``--out`` every sample's nearest-reference distance is appended to the CSV batch by batch (a rerun resumes

@@ -1,4 +1,5 @@
-"""The ``sharp`` command line: ``detect``, ``evaluate``, ``mitigate``, ``plot-tradeoff``, ``prompts download``, ``info``.
+"""The ``sharp`` command line: ``detect``, ``evaluate``, ``mitigate``, ``plot-tradeoff``, ``verify``, ``prompts download``,
+``info``.
 
 Errors the user can fix (a bad prompt file, missing weights, a mismatched result file) print one line
 naming the fix and exit with status 2.
@@ -23,6 +24,23 @@ def _info(args: argparse.Namespace) -> int:
     print(f"repo        {paths.REPO_ROOT}")
     print(f"sd prompts  {paths.sd_prompts_dir()}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import tables, verify
+
+    todo = args.tables or tables()
+    bad = 0
+    for t in todo:
+        try:
+            n, mismatches = verify(t, args.rows, args.seed)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+        for m in mismatches:
+            print(f"MISMATCH {m}")
+        bad += len(mismatches)
+        print(f"{t}: {n - len(mismatches)}/{n} recomputed rows agree")
+    return 1 if bad else 0
 
 
 def _int_list(s: str) -> list[int]:
@@ -310,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--grid-prompts", type=int, default=4)
     pt.set_defaults(func=_plot_tradeoff)
 
+    v = sub.add_parser("verify", help="recompute random rows of committed results tables; exit 1 on a mismatch",
+                       description="Recompute --rows random rows of each results table (all committed ones under "
+                       "results/ by default) with today's code; a value beyond the table's tolerance is printed with "
+                       "the table, the row and both values, and the exit status is 1.")
+    v.add_argument("tables", nargs="*", help="results tables (default: every committed one)")
+    v.add_argument("--rows", type=int, default=2, help="rows per table (default 2)")
+    v.add_argument("--seed", type=int, default=0, help="which rows (default 0)")
+    v.set_defaults(func=_verify)
     sub.add_parser("minisd", add_help=False, help="prepare / train / evaluators / calibrate / verify MiniSD "
                    "(= python -m sharp_utils.minisd.train; sharp minisd -h lists them)")
 

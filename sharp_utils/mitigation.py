@@ -38,6 +38,7 @@ class SailResult:
     threshold: float  # the threshold finally used (raised by the fallback)
     rounds: int
     prior_ratio: list[float] = field(default_factory=list)  # ‖x_T‖²/d of each accepted x_T (≈ 1 under N(0, I))
+    seeds: list[int] = field(default_factory=list)  # the seed each accepted x_T was drawn from (before optimisation)
 
 
 def sail_objective(model, x: Tensor, t: int, cond: Tensor, alpha: float, loss: str = "paper", delta: float = 1.0) -> Tensor:
@@ -61,7 +62,11 @@ def sail_objective(model, x: Tensor, t: int, cond: Tensor, alpha: float, loss: s
 
 
 def sail_seeds(prompt: str, rnd: int, budget: int, seed: int = 0) -> list[int]:
-    """Seeds of SAIL's ``budget`` candidate x_T in round ``rnd`` (independent of the generation seeds)."""
+    """Seeds of SAIL's ``budget`` candidate x_T in round ``rnd``: round 0 starts from the generation seeds (candidate
+    c = the unmitigated run's generation c, so an x_T accepted unchanged gives the unmitigated image); later rounds
+    draw fresh seeds."""
+    if rnd == 0:
+        return [prompt_seed(seed, prompt, c) for c in range(budget)]
     return [prompt_seed(seed, f"{prompt}\x1fsail-round-{rnd}", c) for c in range(budget)]
 
 
@@ -80,7 +85,7 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
     t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
     cond = model.encode([prompt]) if cond is None else cond
     accepted: list[Tensor] = []
-    losses, steps = [], []
+    losses, steps, from_seed = [], [], []
     thres = float(threshold)
     d = None
     for rnd in range(max_rounds):
@@ -102,6 +107,7 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
                     accepted.append(x[i].detach().clone())
                     losses.append(float(L[i].detach()))
                     steps.append(step)
+                    from_seed.append(seeds[i])
             frozen |= newly  # an accepted x_T was copied when it passed; later moves of it are never used
             if len(accepted) >= n or step == max_steps or frozen.all():
                 break
@@ -117,7 +123,7 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
                               f"(final ℓ_thres {thres:.2f}): raise --threshold or max_steps")
     xs = torch.stack(accepted[:n])
     ratio = (xs.flatten(1).pow(2).sum(1) / d).tolist()
-    return SailResult(xs.to(model.device, model.dtype), losses[:n], steps[:n], thres, rnd + 1, ratio)
+    return SailResult(xs.to(model.device, model.dtype), losses[:n], steps[:n], thres, rnd + 1, ratio, from_seed[:n])
 
 
 # ---------------------------------------------------------------- prompt perturbations (Somepalli et al. 2023b)

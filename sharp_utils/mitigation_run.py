@@ -1,8 +1,10 @@
 """Figure 6's experiment: every (prompt, method, setting, generation) → an image, a copy score and an alignment score.
 
 Generation g of prompt p starts from x_T drawn with seed hash(seed, p, g) (:func:`prompt_seed`) for every
-method but SAIL (which replaces x_T), so the no-mitigation image and each mitigated image of the same
-(p, g) are directly comparable.  Rows are appended to ``DIR/results.csv`` one by one and a rerun skips the
+method but SAIL, so the no-mitigation image and each mitigated image of the same (p, g) are directly comparable;
+SAIL's first round starts from those same x_T and replaces only the ones it optimises or re-draws. ``sail`` uses the
+loss in ``sail_kw`` (§5.1's by default), ``sail-official`` the official code's; ``redraw`` is SAIL's control: the x_T
+SAIL accepted, taken before its optimisation steps (it re-draws as often as SAIL does, without optimising).  Rows are appended to ``DIR/results.csv`` one by one and a rerun skips the
 (prompt, method, setting) groups already complete; images go to ``DIR/images/<method>/<setting>/``.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .pipeline import PipelineScoreModel, prompt_seed
 from .results import ResultWriter
 from .scoring import AlignmentScorer, CopyScorer, ScorerError, copy_scores, load_image, save_image
 
-MITIGATION_METHODS = ("none", "sail", "rta", "rna", "wen", "ren")
+MITIGATION_METHODS = ("none", "sail", "sail-official", "redraw", "rta", "rna", "wen", "ren")
 MITIGATION_COLUMNS = ("prompt_index", "prompt", "method", "setting", "generation", "seed", "used_prompt", "copy_score",
                       "alignment", "prior_ratio", "opt_steps", "seconds", "image", "model", "copy_scorer",
                       "alignment_scorer")
@@ -56,10 +58,10 @@ def default_settings(method: str, version: str, sail_loss: str = "official") -> 
     """App. D.2's grid for ``method``; SAIL's paper loss has none (its scale is α‖x_T‖² ≈ α·d)."""
     if method not in MITIGATION_METHODS:
         raise MitigationSetupError(f"method {method!r} is unknown: choose from {','.join(MITIGATION_METHODS)}")
-    if method == "sail" and sail_loss == "paper":
+    if method in ("sail", "redraw") and sail_loss == "paper":
         raise MitigationSetupError("SAIL's paper loss has no published ℓ_thres grid (the paper's grids are on the "
                                    "official loss's scale): give --setting, or use --sail-loss official")
-    return SETTINGS[version][method]
+    return SETTINGS[version]["sail" if method in ("sail-official", "redraw") else method]
 
 
 def fmt_setting(v: float) -> str:
@@ -94,11 +96,14 @@ def mitigate_prompt(model: PipelineScoreModel, prompt: str, method: str, setting
     extra: dict = {"prior_ratio": [float("nan")] * n, "opt_steps": [0] * n}
     if method == "none":
         lat = generate(model, x_T, model.encode(used))
-    elif method == "sail":
+    elif method in ("sail", "sail-official", "redraw"):
         kw = dict(sail_kw or {})
+        if method == "sail-official":
+            kw["loss"] = "official"
         res = sail(model, prompt, n, float(setting), seed=seed, **kw)
         extra = {"prior_ratio": res.prior_ratio, "opt_steps": res.steps}
-        lat = generate(model, res.x_T, model.encode(used))
+        x_sail = res.x_T if method != "redraw" else model.initial_noise(res.seeds)
+        lat = generate(model, x_sail, model.encode(used))
     elif method in ("rta", "rna"):
         k = int(setting)
         if method == "rta":
@@ -214,9 +219,15 @@ def plot_tradeoff(rows: list[dict], ax=None):
         if m == "none":
             ax.scatter(xs, ys, marker="*", s=160, color="k", zorder=5, label="no mitigation")
             continue
-        ax.plot(xs, ys, marker="o", label=m.upper() if m != "sail" else "SAIL (ours)", lw=2 if m == "sail" else 1.2)
-        for s, y, x, _ in vals:
-            ax.annotate(f"{s:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        label = {"sail": "SAIL", "sail-official": "SAIL, official loss", "redraw": "re-draw control"}.get(m, m.upper())
+        # SAIL's rows as large hollow markers drawn above the rest: visible where they coincide with other points
+        mk = {"sail": dict(marker="D", ms=11, mfc="none", mew=1.8, zorder=7),
+              "sail-official": dict(marker="s", ms=8, mfc="none", mew=1.4, zorder=7),
+              "redraw": dict(marker="x", ms=7, mew=1.4, ls="--", zorder=8)}.get(m, dict(marker="o"))
+        ax.plot(xs, ys, label=label, lw=2 if m == "sail" else 1.2, **mk)
+        if m not in ("sail-official", "redraw"):  # their settings are SAIL's
+            for s, y, x, _ in vals:
+                ax.annotate(f"{s:.4g}", (x, y), fontsize=6, xytext=(3, -8 if m == "sail" else 2), textcoords="offset points")
     ax.set_xlabel("alignment (higher is better)")
     ax.set_ylabel("copy score (lower is better)")
     ax.legend(fontsize=8)
@@ -254,3 +265,49 @@ def check_scorers(copy_scorer, references: list[list[Path]] | None) -> None:
     if copy_scorer is not None and (references is None or not any(references)):
         raise ScorerError("no reference (training) images found for any prompt: give a .jsonl with 'images' "
                           "paths, or --references DIR holding <index>.png per prompt")
+
+
+def per_prompt_means(rows: list[dict], method: str, setting: float, column: str = "copy_score") -> dict[int, float]:
+    """{prompt_index: mean of ``column`` over its generations} for one (method, setting)."""
+    acc: dict = defaultdict(list)
+    for r in rows:
+        if r["method"] == method and float(r["setting"]) == float(setting) and float(r[column]) == float(r[column]):
+            acc[int(r["prompt_index"])].append(float(r[column]))
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def paired_lead(rows: list[dict], a: tuple[str, float], b: tuple[str, float], column: str = "copy_score",
+                lower_is_better: bool = True) -> tuple[float, tuple[float, float], int]:
+    """How much (method, setting) ``a`` leads ``b`` on ``column`` (positive = ``a`` better), as the mean over prompts
+    of per-prompt mean differences, with a bootstrap interval paired over the prompts both ran; (value, ci, n prompts)."""
+    import numpy as np
+
+    from .stats import bootstrap_ci
+
+    ma, mb = per_prompt_means(rows, *a, column), per_prompt_means(rows, *b, column)
+    idx = sorted(set(ma) & set(mb))
+    d = np.array([mb[i] - ma[i] for i in idx]) * (1 if lower_is_better else -1)
+    return float(d.mean()) if len(d) else float("nan"), bootstrap_ci(np.mean, d), len(idx)
+
+
+def pareto_leads(rows: list[dict], sail: tuple[str, float], baselines=("rta", "rna", "wen", "ren")) -> list[tuple]:
+    """Figure 6's Pareto comparison of one SAIL setting against each baseline, decided with intervals: per baseline, its
+    setting that aligns at least as well as SAIL (mean alignment) with the lowest copy score, and SAIL's copy-score
+    lead over it; where no setting aligns as well, SAIL's alignment lead over the best-aligned one.
+    [(value, ci, n prompts, label)], one per baseline that ran."""
+    pts = tradeoff_points(rows)
+    s_align = next(a for s, _, a, _ in pts[sail[0]] if s == float(sail[1]))
+    out = []
+    for m in baselines:
+        if m not in pts:
+            continue
+        ok = [(c, s) for s, c, a, _ in pts[m] if a >= s_align - 1e-9]
+        if ok:
+            q = min(ok)[1]
+            v, ci, n = paired_lead(rows, sail, (m, q))
+            out.append((v, ci, n, f"{m} {q:g}, copy score"))
+        else:
+            q = max((a, s) for s, _, a, _ in pts[m])[1]
+            v, ci, n = paired_lead(rows, sail, (m, q), "alignment", lower_is_better=False)
+            out.append((v, ci, n, f"{m} {q:g}, alignment"))
+    return out

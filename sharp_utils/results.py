@@ -143,3 +143,103 @@ def markdown_table(rows: list[dict]) -> str:
     body = [f"| {r['method']} | {r['steps']} | {r['n']} | {r['auc']:.3f} | {r['tpr@1%fpr']:.3f} | {r['tpr@3%fpr']:.3f} | "
             f"{r['n_mem']} | {r['n_nmem']} | {r['seconds_per_prompt']:.3g} |" for r in rows]
     return "\n".join([head, *body])
+
+
+def results_dir(notebook: str, profile: str, out_dir: str = "") -> Path:
+    """Where a notebook keeps its resumable result tables: ``out_dir`` if given; the committed
+    ``results/<notebook>/`` for the default profile (a rerun reads those rows and computes only missing ones);
+    a fresh temporary folder for the other profiles."""
+    import tempfile
+
+    from .paths import RESULTS
+
+    if out_dir:
+        return Path(out_dir)
+    if profile == "default":
+        return RESULTS / notebook
+    return Path(tempfile.mkdtemp(prefix=f"{notebook}_{profile}_"))
+
+
+def write_manifest(folder: str | Path, **settings) -> Path:
+    """``manifest.json`` beside a results table: the settings given (profile, seeds, sizes, seconds) plus the commit,
+    the machine and the date; written after a run that computed rows."""
+    import datetime
+    import json
+    import platform
+    import subprocess
+
+    import torch
+
+    from .paths import REPO_ROOT
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = platform.processor() or ""
+    try:  # Linux names the CPU model here
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = dict(settings, commit=git("rev-parse", "HEAD"),
+                uncommitted_changes=bool(git("status", "--porcelain", "--untracked-files=no")),
+                machine=f"{platform.machine()} {cpu}".strip(),
+                cpus=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
+                date=datetime.date.today().isoformat())
+    path = Path(folder) / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+class ArrayStore:
+    """Arrays computed once and kept in one ``.npz`` (e.g. ``results/<notebook>/spectra.npz``): :meth:`get` returns a
+    stored array or computes, stores and saves it (after each new key, so an interrupted run loses nothing). ``inputs``
+    (arrays, kept as ``key|in:name``) and ``meta`` (JSON, in ``<name>.json`` beside it) record what the array was
+    computed from, so ``sharp verify`` can recompute it."""
+
+    def __init__(self, path: str | Path):
+        import json
+
+        import numpy as np
+
+        self.path, self.new, self.seconds = Path(path), 0, 0.0  # arrays computed by this process, and their time
+        self.data = dict(np.load(self.path, allow_pickle=False)) if self.path.exists() else {}
+        self.meta_path = self.path.with_suffix(".json")
+        self.meta = json.loads(self.meta_path.read_text(encoding="utf-8")) if self.meta_path.exists() else {}
+
+    def keys(self) -> list[str]:
+        """The stored arrays' keys (inputs, kept as ``key|in:name``, excluded)."""
+        return [k for k in self.data if "|in:" not in k]
+
+    def input(self, key: str, name: str):
+        """The input ``name`` an array was computed from (None where it was not recorded)."""
+        return self.data.get(f"{key}|in:{name}")
+
+    def get(self, key: str, compute, inputs: dict | None = None, meta: dict | None = None):
+        import json
+
+        import numpy as np
+
+        missing = key not in self.data
+        if missing or (not self.meta.get(key) and (inputs or meta)):  # new, or stored before its provenance was kept
+            if missing:
+                import time
+
+                start = time.perf_counter()
+                self.data[key] = np.asarray(compute())
+                self.new += 1
+                self.seconds += time.perf_counter() - start
+            for name, v in (inputs or {}).items():
+                self.data[f"{key}|in:{name}"] = np.asarray(v)
+            if meta:
+                self.meta[key] = meta
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, **self.data)
+            os.replace(tmp, self.path)
+            self.meta_path.write_text(json.dumps(self.meta, indent=0, sort_keys=True) + "\n", encoding="utf-8")
+        return self.data[key]

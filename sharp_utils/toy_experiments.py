@@ -10,6 +10,7 @@ from torch import Tensor
 from . import paths
 from .checkpoints import CheckpointError, load_state, manifest_sha256, read_manifest
 from .sampling import per_sample_noise, sample_ddim
+from .stats import rate_ci
 from .toy import (MNIST_LABELS, ClassUNet, TimeMLP, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3,
                   shift_threes, toy_mixture_data, train_score_model)
 
@@ -130,14 +131,6 @@ def nearest_distance(samples: Tensor, train: Tensor, exclude_self: bool = False)
     return d.min(1)
 
 
-def copy_rate_interval(copies: int, n: int) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) 95 % interval of a copy rate (scipy ``binomtest``)."""
-    from scipy.stats import binomtest
-
-    ci = binomtest(int(copies), int(n)).proportion_ci(confidence_level=0.95, method="exact")
-    return float(ci.low), float(ci.high)
-
-
 # App. C's memorization check on MNIST 9-vs-3, per group: (label, guidance or None for the caller's, first seed).
 # The seeds are those of notebook 02's figures: '3' from 0, '9' from 10⁶, unconditional from 2·10⁶.
 MNIST_COPY_GROUPS = {"uncond_nine": (None, 1.0, 2 * 10**6), "cond_nine": ("9", None, 10**6),
@@ -170,12 +163,13 @@ def mnist_copy_distances(model: TorchScoreModel, data: dict, group: str, seeds, 
 
 
 def copy_rates(rows, threshold: float) -> dict:
-    """``{group: (copies, n, (low, high))}`` of rows ``{"group", "distance"}``: copies lie below ``threshold``."""
+    """``{group: (copies, n, (low, high))}`` of rows ``{"group", "distance"}``: copies lie below ``threshold``;
+    Wilson 95 % intervals (:func:`sharp_utils.stats.rate_ci`)."""
     out = {}
     for g in dict.fromkeys(r["group"] for r in rows):
         d = [float(r["distance"]) for r in rows if r["group"] == g]
         copies = sum(x < threshold for x in d)
-        out[g] = (copies, len(d), copy_rate_interval(copies, len(d)))
+        out[g] = (copies, len(d), rate_ci(copies, len(d)))
     return out
 
 

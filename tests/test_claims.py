@@ -17,14 +17,31 @@ def _script():
 
 
 def test_report_prints_a_line_parse_reads_back(capsys):
-    claims.report("fig1-end", 1 > 0, "median λ_min −895 vs −13.5 | x: y")
-    claims.report("fig6-pareto", [], "")
+    v = claims.report("fig1-end", claims.Ev(66.3, (41.0, 92.5), "120 vs 1880"))
+    w = claims.report("fig4-sd-lemma-4.1", [claims.Ev(0.95, (0.91, 0.97), 20, "step 1"), claims.Ev(0.5, (0.2, 0.93), 20, "step 50")],
+                      claims.Ev(1.2, (1.1, 1.3), 100))
+    x = claims.report("alg1-exact", claims.Ev(2e-3, None, 2), note="x: y")
     printed = capsys.readouterr().out
-    assert printed.startswith("claim held [fig1-end] (")
-    assert claims.parse_claims(printed) == {"fig1-end": (True, "median λ_min −895 vs −13.5 | x: y"),
-                                            "fig6-pareto": (False, "")}
+    assert (v, w, x) == ("held", "inconclusive", "not held")
+    assert printed.startswith("claim [fig1-end] held: memorized samples")
+    parsed = claims.parse_claims(printed)
+    assert parsed["fig1-end"] == ("held", "median λ_min, memorized / non-memorized > 10: 66.3 [41, 92.5], n = 120 vs 1880")
+    assert parsed["fig4-sd-lemma-4.1"][1].count("(held)") == 2 and "(inconclusive)" in parsed["fig4-sd-lemma-4.1"][1]
+    assert parsed["alg1-exact"][1].endswith("2.0e-03 exact, n = 2 · x: y")
     with pytest.raises(KeyError, match="add it there first"):
-        claims.report("no-such-claim", True)
+        claims.report("no-such-claim", claims.Ev(1, None, 1))
+    with pytest.raises(ValueError, match="2 tests"):
+        claims.report("fig2-first", claims.Ev(1, None, 1))
+
+
+def test_no_held_claim_has_an_interval_reaching_the_other_side():
+    """Read back from the committed notebooks: every test of a held claim has its whole interval on the claimed side."""
+    for nb in NOTEBOOKS:
+        for key, (verdict, evidence) in claims.read_notebook_claims(nb).items():
+            assert verdict in claims.VERDICTS
+            assert "n = " in evidence and ("[" in evidence or "exact" in evidence), (key, evidence)
+            if verdict == "held":
+                assert "(not held)" not in evidence and "(inconclusive)" not in evidence, key
 
 
 def test_every_claim_is_printed_by_its_notebook_and_no_other():
@@ -47,12 +64,12 @@ def test_committed_tables_match_the_committed_notebooks(capsys):
 
 
 def test_table_marks_held_claims_and_links_notebooks():
-    results = {k: (k == "fig1-end", "n") for k in claims.CLAIMS}
+    results = {k: ("held" if k == "fig1-end" else "inconclusive", "n") for k in claims.CLAIMS}
     short = claims.markdown_table(results, front_only=True)
     full = claims.markdown_table(results, link_prefix="../")
     assert short.count("\n") + 1 == 2 + sum(c.front for c in claims.CLAIMS.values())
     assert full.count("\n") + 1 == 2 + len(claims.CLAIMS)
-    assert "| **yes** |" in short and "(../notebooks/01_toy_2d_mixture.ipynb)" in full
+    assert "| **held** |" in short and "| inconclusive |" in short and "(../notebooks/01_toy_2d_mixture.ipynb)" in full
     with pytest.raises(KeyError, match="rerun"):
         claims.markdown_table({})
 

@@ -246,3 +246,31 @@ def test_jsonl_prompts_through_cli(tiny, tmp_path):
     assert main(["detect", "--model", tiny, "--prompts", str(f), "--out", str(out), "--method", "anisotropy",
                  "--n", "1", "--num-inference-steps", "4", "--quiet"]) == 0
     assert [r["prompt"] for r in read_results(out)] == ["the cat", "zebra"]
+
+
+def test_array_store_computes_once_keeps_provenance_and_survives_reload(tmp_path):
+    import json
+
+    import numpy as np
+
+    from sharp_utils.results import ArrayStore, results_dir, write_manifest
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(3.0)
+
+    s = ArrayStore(tmp_path / "r" / "a.npz")
+    assert s.get("k", compute) is s.get("k", compute) and len(calls) == 1 and s.new == 1
+    again = ArrayStore(tmp_path / "r" / "a.npz")
+    np.testing.assert_array_equal(again.get("k", compute), np.arange(3.0))
+    assert len(calls) == 1 and again.new == 0  # read back, not recomputed
+    again.get("k", compute, inputs={"x": np.ones(2)}, meta={"t": 5})  # provenance added to a stored array
+    third = ArrayStore(tmp_path / "r" / "a.npz")
+    assert third.meta["k"] == {"t": 5} and third.keys() == ["k"] and len(calls) == 1
+    np.testing.assert_array_equal(third.input("k", "x"), np.ones(2))
+    assert results_dir("05_x", "default") == paths.RESULTS / "05_x"
+    assert results_dir("05_x", "smoke") != paths.RESULTS / "05_x" and results_dir("05_x", "paper", str(tmp_path)) == tmp_path
+    m = json.loads(write_manifest(tmp_path / "r", profile="default", seed=0).read_text())
+    assert m["profile"] == "default" and m["seed"] == 0 and {"commit", "machine", "date", "torch"} <= set(m)

@@ -8,6 +8,7 @@ from sharp_utils import checkpoints, toy
 from sharp_utils import toy_experiments as E
 from sharp_utils.gaussian import random_covariance
 from sharp_utils.scores import GaussianVPModel
+from sharp_utils.stats import rate_ci
 
 
 def test_second_order_loss_is_minimised_by_the_true_hessian(gen):
@@ -185,21 +186,11 @@ def test_train_mnist_resumes_a_checkpoint_and_records_it(tmp_path):
     assert resumed["recipe"] == {"steps": 7} and rec["second_order_weight"] == 0.0 and rec["ema_decay"] == 0.0
 
 
-def test_copy_rate_interval_is_clopper_pearson():
-    # closed forms: 0 of n -> (0, 1 - 0.025^(1/n)); n of n -> (0.025^(1/n), 1)
-    lo, hi = E.copy_rate_interval(0, 500)
-    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 500), rel=1e-9)
-    lo, hi = E.copy_rate_interval(200, 200)
-    assert lo == pytest.approx(0.025 ** (1 / 200), rel=1e-9) and hi == 1.0
-    lo, hi = E.copy_rate_interval(5, 500)
-    assert lo < 0.01 < hi < 0.03
-
-
 def test_copy_rates_counts_rows_below_the_threshold():
     rows = [{"group": "a", "distance": d} for d in (0.5, 1.5, 0.99, 3.0)] + [{"group": "b", "distance": 2.0}]
     rates = E.copy_rates(rows, threshold=1.0)
     assert rates["a"][:2] == (2, 4) and rates["b"][:2] == (0, 1)
-    assert rates["a"][2] == E.copy_rate_interval(2, 4)
+    assert rates["a"][2] == rate_ci(2, 4)
 
 
 def test_mnist_copy_threshold_is_half_the_median_spacing_of_the_threes():

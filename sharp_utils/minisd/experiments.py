@@ -218,10 +218,12 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     images; EM copy rate (guidance 7.5); Wen@1, ours@1 and Wen@``num_steps`` AUC (memorized em / pm vs nmem
     ``det_records``);
     Figure 3's first-step separation (median mean eigenvalue × σ_t² of EM minus non-memorized prompts, at a shared
-    x_T; negative: memorized sharper); SAIL's drop of the mean copy score at ``sail_threshold`` on ``sail_records``.
+    x_T; negative: memorized sharper); SAIL's drop of the mean copy score at ``sail_threshold`` on ``sail_records``
+    (positive = lower with SAIL; paired over prompts, with its interval). Also the counts behind each rate and, per
+    detection method, (is memorized, score) per prompt for paired intervals.
     ``uncond_copy`` (a rate already measured with the same unconditional density) skips the unconditional samples."""
     from ..detection import DetectOptions, detect
-    from ..mitigation_run import run_mitigation, tradeoff_points
+    from ..mitigation_run import paired_lead, run_mitigation
     from ..results import evaluate_tables
 
     E = copy_scorer.embed(torch.from_numpy(training_images()).float() / 255.0)
@@ -230,10 +232,10 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     if uncond_copy is None:
         U = copy_scorer.embed(generate_images(model, [""], n_uncond, seed, num_steps, guidance_scale=1.0))
         uncond_copy = float(((U @ E[em_ids].T).max(1).values > tc).float().mean())
-    row = {"uncond_copy": uncond_copy}
+    row = {"uncond_copy": uncond_copy, "uncond_n": n_uncond}
     G = copy_scorer.embed(generate_images(model, [r["caption"] for r in em_records], em_n, seed, num_steps))
     own = torch.stack([G[j * em_n + g] @ E[r["train_ids"][0]] for j, r in enumerate(em_records) for g in range(em_n)])
-    row["em_copy"] = float((own > tc).float().mean())
+    row["em_copy"], row["em_n"] = float((own > tc).float().mean()), len(own)
     prompts = [r["caption"] for r in det_records]
     rows = list(detect(model, prompts, ("wen", "ours-fd"), (1, num_steps), (det_n,), seed=seed, batch_size=256,
                        opts=DetectOptions(num_inference_steps=num_steps), log=lambda s: None))
@@ -241,6 +243,11 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     tab = {(t["method"], t["steps"]): t["auc"] for t in evaluate_tables([r for r, m in zip(rows, mem) if m],
                                                                         [r for r, m in zip(rows, mem) if not m])}
     row.update({"wen@1": tab[("wen", 1)], "ours@1": tab[("ours-fd", 1)], f"wen@{num_steps}": tab[("wen", num_steps)]})
+    row["det_scores"] = {}  # (method, steps) -> (is memorized, score), in prompt order
+    for m, k in (("wen", 1), ("ours-fd", 1), ("wen", num_steps)):
+        got = sorted((r["prompt_index"], float(r["score"])) for r in rows if r["method"] == m and int(r["steps"]) == k)
+        row["det_scores"][(m, k)] = (np.array([det_records[i]["category"] in MEMORIZED for i, _ in got]),
+                                     np.array([v for _, v in got]))
     x_T = model.initial_noise([prompt_seed(seed, "figure 3", 0)])
     t0 = ddim_timesteps(model.num_train_timesteps, num_steps, model.steps_offset)[0]
     s2 = float(1 - model.alphas_cumprod[t0])
@@ -255,8 +262,7 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
                               copy_scorer=copy_scorer, references=reference_paths(sail_records, Path(out_dir) / "refs"),
                               model_name=getattr(model, "name", ""), log=lambda s: None,
                               sail_kw=dict(alpha=0.05, loss="official", max_steps=sail_max_steps)))
-    pts = tradeoff_points(res)
-    row["sail_drop"] = pts["none"][0][1] - pts["sail"][0][1]
+    row["sail_drop"], row["sail_drop_ci"], row["sail_prompts"] = paired_lead(res, ("sail", sail_threshold), ("none", 0.0))
     return row
 
 

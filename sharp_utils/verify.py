@@ -1,0 +1,219 @@
+"""``sharp verify``: recompute a few random rows of each committed results table with today's code.
+
+Each table kind has its recomputation and its tolerance (:data:`TOLERANCE`, stated in docs/development.md). A row
+that differs beyond it is a :class:`Mismatch` naming the table, the row and both values.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+
+# per table kind: (relative, absolute) tolerance of a recomputed value against the committed one
+TOLERANCE = {
+    "detect": (2e-2, 1e-6),  # detection scores: batch composition changes float32 sums (FD amplifies it)
+    "mnist-copies": (0.0, 1e-2),  # l2 distance of a DDIM sample to its nearest reference (copy threshold 5.4)
+    "spectra": (0.0, 1e-3),  # eigenvalues, absolute error in units of the spectrum's largest |eigenvalue|
+    "points": (1e-3, 0.0),  # Figure 4's exact traces and proxies (-tr H, ||s||^2, -tr H^3, ||Hs||^2), relative
+    "mitigation": (0.0, 2e-2),  # mean absolute pixel difference of a regenerated image (pixels in [0, 1])
+}
+
+
+@dataclass
+class Mismatch:
+    table: str
+    row: str
+    committed: str
+    recomputed: str
+
+    def __str__(self) -> str:
+        return f"{self.table}: row {self.row}: committed {self.committed}, recomputed {self.recomputed}"
+
+
+def tables() -> list[Path]:
+    """Every committed results table ``sharp verify`` knows how to recompute."""
+    root = paths.RESULTS
+    found = [root / "mnist_9v3_appc_copies.csv", root / "05_detection_table1" / "detect.csv",
+             root / "06_mitigation_fig6" / "results.csv"] + sorted(root.glob("0[0-9]_*/*.npz"))
+    return [p for p in found if p.exists()]
+
+
+def kind(path: Path) -> str:
+    """Which recomputation a table needs, from its file name."""
+    if path.name == "detect.csv":
+        return "detect"
+    if path.name.endswith("_copies.csv"):
+        return "mnist-copies"
+    if path.name.endswith("_points.npz"):
+        return "points"
+    if path.suffix == ".npz":
+        return "spectra"
+    if path.name == "results.csv":
+        return "mitigation"
+    raise ValueError(f"{path}: not a results table sharp verify knows (detect.csv, *_copies.csv, *.npz, results.csv)")
+
+
+def _close(a: float, b: float, k: str) -> bool:
+    rel, tol = TOLERANCE[k]
+    return abs(a - b) <= tol + rel * abs(b)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _manifest(path: Path) -> dict:
+    m = path.parent / "manifest.json"
+    return json.loads(m.read_text(encoding="utf-8")) if m.exists() else {}
+
+
+def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> tuple[int, list[Mismatch]]:
+    from .detection import DetectOptions, detect
+    from .minisd.experiments import load_model
+
+    rows = _read_csv(path)
+    man = _manifest(path)
+    pipe = load_model(man.get("model", model_name))
+    out = []
+    for i in picks:
+        r = rows[i % len(rows)]
+        got = next(iter(detect(pipe, [r["prompt"]], (r["method"],), (int(r["steps"]),), (int(r["n"]),), seed=int(r["seed"]),
+                               opts=DetectOptions(num_inference_steps=int(man.get("num_steps", 50))), log=lambda s: None)))
+        if not _close(float(got["score"]), float(r["score"]), "detect"):
+            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']}@{r['steps']}, n={r['n']}, prompt "
+                                f"{r['prompt_index']})", r["score"], f"{float(got['score']):.6g}"))
+    return len(picks), out
+
+
+def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    from . import toy_experiments as E
+    from .toy import mnist_9_vs_3
+
+    rows = _read_csv(path)
+    settings = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    design = Path(settings["checkpoint"]).name.removeprefix("mnist_9v3_")
+    model, data = E.load_mnist(design=design), mnist_9_vs_3(0)
+    out = []
+    for i in picks:
+        r = rows[i % len(rows)]
+        d = float(E.mnist_copy_distances(model, data, r["group"], [int(r["seed"])], settings["guidance"],
+                                         settings["num_steps"])[0])
+        if not _close(d, float(r["distance"]), "mnist-copies"):
+            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['group']}, seed {r['seed']})", r["distance"], f"{d:.6f}"))
+    return len(picks), out
+
+
+def _recompute_spectrum(folder: str, meta: dict, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    if folder.startswith("02_"):
+        from . import toy_experiments as E
+        from .hessian import dense_jacobian
+
+        model = E.load_mnist()
+        J = dense_jacobian(model.score_fn(meta["t"], meta["label"]), torch.from_numpy(x), chunk=112)
+        return np.linalg.eigvals(J.double().numpy()).real
+    from .minisd import experiments as X
+
+    pipe = X.load_model("minisd")
+    cond = pipe.encode([meta["caption"]]) if meta["conditional"] else None
+    return X.spectrum(pipe, torch.from_numpy(x).to(pipe.dtype), meta["t"], cond, k=meta["k"],
+                      dense_max=10**6 if meta["dense"] else 0)
+
+
+def verify_spectra(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    from .results import ArrayStore
+
+    store = ArrayStore(path)
+    keys = [k for k in store.keys() if store.meta.get(k) and store.input(k, "x") is not None]
+    if not keys:
+        return 0, [Mismatch(str(path), "-", "no spectrum with its inputs", "rerun the notebook to record them")]
+    out = []
+    for i in picks:
+        key = keys[i % len(keys)]
+        got = _recompute_spectrum(path.parent.name, store.meta[key], store.input(key, "x"))
+        ref = store.data[key]
+        a, b = np.sort_complex(np.asarray(got, complex)), np.sort_complex(np.asarray(ref, complex))
+        err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+        if not _close(err, 0.0, "spectra"):
+            out.append(Mismatch(str(path), key, f"{b.real.min():.6g} (most negative)",
+                                f"{a.real.min():.6g}; max relative difference {err:.2e}"))
+    return len(picks), out
+
+
+def verify_points(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    import torch
+
+    from .results import ArrayStore
+    from .trace import exact_sharpness
+
+    store = ArrayStore(path)
+    keys = [k for k in store.keys() if store.meta.get(k) and store.input(k, "x") is not None]
+    if not keys:
+        return 0, [Mismatch(str(path), "-", "no point with its inputs", "rerun the notebook to record them")]
+    out = []
+    for i in picks:
+        key = keys[i % len(keys)]
+        meta, x = store.meta[key], torch.from_numpy(store.input(key, "x"))
+        if meta["model"] == "mnist":
+            from . import toy_experiments as E
+            from .hessian import dense_jacobian
+
+            f = E.load_mnist().score_fn(meta["t"], meta["label"])
+            J = dense_jacobian(f, x, chunk=112)
+        else:
+            from .minisd import experiments as X
+
+            pipe = X.load_model(meta["model"])
+            cond = pipe.encode([meta["caption"]])
+            f = pipe.score_fn(meta["t"], cond)
+            J = X.score_jacobian(pipe, x.to(pipe.dtype), meta["t"], cond)
+        got = list(exact_sharpness(J, f(x[None].to(J.dtype))).values())
+        ref = store.data[key][:4].tolist()
+        if not all(_close(a, b, "points") for a, b in zip(got, ref)):
+            out.append(Mismatch(str(path), key, ", ".join(f"{v:.6g}" for v in ref), ", ".join(f"{v:.6g}" for v in got)))
+    return len(picks), out
+
+
+def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    from .minisd import experiments as X
+    from .mitigation_run import mitigate_prompt
+    from .scoring import load_image
+
+    rows = _read_csv(path)
+    man = _manifest(path)
+    pipe = X.load_model(man.get("model", "minisd"))
+    out = []
+    for i in picks:
+        r = rows[i % len(rows)]
+        n = sum(q["prompt_index"] == r["prompt_index"] and q["method"] == r["method"] and q["setting"] == r["setting"]
+                for q in rows)
+        lat, _, _ = mitigate_prompt(pipe, r["prompt"], r["method"], float(r["setting"]), n, int(r["seed"]),
+                                    man.get("sail_kw", {}))
+        img = pipe.decode(lat[int(r["generation"]): int(r["generation"]) + 1])[0].float().clamp(0, 1)
+        diff = float((img - load_image(path.parent / r["image"])).abs().mean())
+        if not _close(diff, 0.0, "mitigation"):
+            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']} {r['setting']}, prompt {r['prompt_index']}, "
+                                f"generation {r['generation']})", r["image"], f"mean |pixel difference| {diff:.3f}"))
+    return len(picks), out
+
+
+VERIFY = {"detect": verify_detect, "mnist-copies": verify_mnist_copies, "spectra": verify_spectra, "points": verify_points,
+          "mitigation": verify_mitigation}
+
+
+def verify(path: str | Path, rows: int = 2, seed: int = 0) -> tuple[int, list[Mismatch]]:
+    """Recompute ``rows`` random rows of one table; (rows checked, mismatches)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such results table (sharp verify lists the committed ones without arguments)")
+    k = kind(path)
+    size = len(_read_csv(path)) if path.suffix == ".csv" else max(1, len(np.load(path, allow_pickle=False).files))
+    picks = np.random.default_rng(seed).choice(size, size=min(rows, size), replace=False).tolist()
+    return VERIFY[k](path, picks)

@@ -1,0 +1,49 @@
+"""`sharp verify`: today's code reproduces random rows of every committed results table, and a tampered copy of a
+table fails with the table, the row and both values named."""
+import csv
+import shutil
+
+import pytest
+
+from sharp_utils import cli, paths, verify
+
+TABLES = verify.tables()
+
+
+def test_every_heavy_notebook_result_is_known_to_verify():
+    names = {p.relative_to(paths.RESULTS).as_posix() for p in TABLES}
+    assert {"mnist_9v3_appc_copies.csv", "05_detection_table1/detect.csv", "02_mnist_9_vs_3/spectra.npz",
+            "03_sd_eigen_spectra/spectra.npz", "06_mitigation_fig6/results.csv", "04_trace_alignment/mnist_points.npz",
+            "04_trace_alignment/minisd_points.npz"} <= names
+    for p in TABLES:
+        assert p.parent == paths.RESULTS or (p.parent / "manifest.json").exists() or p.suffix == ".npz", p
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda p: p.relative_to(paths.RESULTS).as_posix())
+def test_committed_table_rows_recompute(table, capsys):
+    assert cli.main(["verify", str(table), "--rows", "1"]) == 0, capsys.readouterr().out
+
+
+def test_a_tampered_table_fails_naming_table_row_and_values(tmp_path, capsys):
+    src = paths.RESULTS / "05_detection_table1"
+    dst = tmp_path / "05_detection_table1"
+    dst.mkdir()
+    shutil.copy(src / "manifest.json", dst / "manifest.json")
+    with (src / "detect.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    i = next(k for k, r in enumerate(rows) if r["method"] == "le")  # a cheap row: one step
+    honest = float(rows[i]["score"])
+    rows[i]["score"] = f"{honest * 1.5 + 1:.6g}"
+    with (dst / "detect.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, rows[0].keys())
+        w.writeheader()
+        w.writerows(rows)
+    n, bad = verify.verify_detect(dst / "detect.csv", [i, i + 1])
+    assert n == 2 and len(bad) == 1
+    msg = str(bad[0])
+    assert str(dst / "detect.csv") in msg and f"row {i + 2} (le@1" in msg and rows[i]["score"] in msg
+    assert f"{honest:.4g}"[:4] in msg  # the recomputed value is the honest one
+    with pytest.raises(SystemExit):
+        cli.main(["verify", "--rows", "x"])
+    assert cli.main(["verify", str(tmp_path / "missing.csv")]) == 2
+    assert "no such results table" in capsys.readouterr().err
