@@ -6,6 +6,7 @@ bootstrap intervals (:func:`bootstrap_ci`), paired over prompts where two method
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -35,7 +36,8 @@ def bootstrap_ci(statistic: Callable, *samples: Sequence, paired: bool = False, 
     if all(np.ptp(s) == 0 for s in samples):
         return point, point  # every resample gives the same value
     for method in ("BCa", "percentile"):
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy's degenerate-data notices: a NaN interval says it (inconclusive)
             try:
                 res = stats.bootstrap(samples, statistic, paired=paired, vectorized=False, n_resamples=n_resamples,
                                       confidence_level=level, method=method, rng=np.random.default_rng(seed))
