@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 from .metrics import detection_report
 
@@ -164,7 +168,6 @@ def write_manifest(folder: str | Path, **settings) -> Path:
     """``manifest.json`` beside a results table: the settings given (profile, seeds, sizes, seconds) plus the commit,
     the machine and the date; written after a run that computed rows."""
     import datetime
-    import json
     import platform
     import subprocess
 
@@ -202,10 +205,6 @@ class ArrayStore:
     computed from, so ``sharp verify`` can recompute it."""
 
     def __init__(self, path: str | Path):
-        import json
-
-        import numpy as np
-
         self.path, self.new, self.seconds = Path(path), 0, 0.0  # arrays computed by this process, and their time
         self.data = dict(np.load(self.path, allow_pickle=False)) if self.path.exists() else {}
         self.meta_path = self.path.with_suffix(".json")
@@ -220,15 +219,9 @@ class ArrayStore:
         return self.data.get(f"{key}|in:{name}")
 
     def get(self, key: str, compute, inputs: dict | None = None, meta: dict | None = None):
-        import json
-
-        import numpy as np
-
         missing = key not in self.data
         if missing or (not self.meta.get(key) and (inputs or meta)):  # new, or stored before its provenance was kept
             if missing:
-                import time
-
                 start = time.perf_counter()
                 self.data[key] = np.asarray(compute())
                 self.new += 1

@@ -109,76 +109,96 @@ def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatc
     return len(picks), out
 
 
+def _minisd(meta: dict):
+    """MiniSD v2's pipeline and, for a conditional array, the caption's text embedding."""
+    from .minisd import experiments as X
+
+    pipe = X.load_model(meta.get("model", "minisd"))
+    return pipe, (pipe.encode([meta["caption"]]) if meta.get("conditional", True) else None)
+
+
+def _mnist_jacobian(meta: dict, x):
+    """The MNIST App. C checkpoint's conditional score at (t, label) and its dense Jacobian at x."""
+    from . import toy_experiments as E
+    from .hessian import dense_jacobian
+
+    f = E.load_mnist().score_fn(meta["t"], meta["label"])
+    return f, dense_jacobian(f, x, chunk=112)
+
+
 def _recompute_spectrum(folder: str, meta: dict, x: np.ndarray) -> np.ndarray:
     import torch
 
     if folder.startswith("02_"):
-        from . import toy_experiments as E
-        from .hessian import dense_jacobian
-
-        model = E.load_mnist()
-        J = dense_jacobian(model.score_fn(meta["t"], meta["label"]), torch.from_numpy(x), chunk=112)
-        return np.linalg.eigvals(J.double().numpy()).real
+        return np.linalg.eigvals(_mnist_jacobian(meta, torch.from_numpy(x))[1].double().numpy()).real
     from .minisd import experiments as X
 
-    pipe = X.load_model("minisd")
-    cond = pipe.encode([meta["caption"]]) if meta["conditional"] else None
+    pipe, cond = _minisd(meta)
     return X.spectrum(pipe, torch.from_numpy(x).to(pipe.dtype), meta["t"], cond, k=meta["k"],
                       dense_max=10**6 if meta["dense"] else 0)
 
 
-def verify_spectra(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+def _recompute_point(folder: str, meta: dict, x: np.ndarray) -> list[float]:
+    import torch
+
+    from .trace import exact_sharpness
+
+    x = torch.from_numpy(x)
+    if meta["model"] == "mnist":
+        f, J = _mnist_jacobian(meta, x)
+    else:
+        from .minisd import experiments as X
+
+        pipe, cond = _minisd(meta)
+        f, J = pipe.score_fn(meta["t"], cond), X.score_jacobian(pipe, x.to(pipe.dtype), meta["t"], cond)
+    return list(exact_sharpness(J, f(x[None].to(J.dtype))).values())
+
+
+def _compare_spectra(got, ref) -> str | None:
+    """None where two spectra agree within tolerance, else how they differ."""
+    a, b = np.sort_complex(np.asarray(got, complex)), np.sort_complex(np.asarray(ref, complex))
+    err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+    return None if _close(err, 0.0, "spectra") else f"{a.real.min():.6g} (most negative); max relative difference {err:.2e}"
+
+
+def _compare_points(got, ref) -> str | None:
+    ref = ref[:4].tolist()  # the exact traces and proxies (the Hutchinson estimate beside them is random)
+    return None if all(_close(a, b, "points") for a, b in zip(got, ref)) else ", ".join(f"{v:.6g}" for v in got)
+
+
+def _stored_keys(path: Path) -> list[str]:
+    """The keys of an array store whose inputs and metadata were recorded (what can be recomputed)."""
     from .results import ArrayStore
 
     store = ArrayStore(path)
-    keys = [k for k in store.keys() if store.meta.get(k) and store.input(k, "x") is not None]
+    return [k for k in store.keys() if store.meta.get(k) and store.input(k, "x") is not None]
+
+
+def _verify_store(path: Path, picks: list[int], recompute, compare, describe) -> tuple[int, list[Mismatch]]:
+    """Recompute the picked arrays of an :class:`~sharp_utils.results.ArrayStore` from their recorded inputs."""
+    from .results import ArrayStore
+
+    store, keys = ArrayStore(path), _stored_keys(path)
     if not keys:
-        return 0, [Mismatch(str(path), "-", "no spectrum with its inputs", "rerun the notebook to record them")]
+        return 0, [Mismatch(str(path), "-", "no array with its inputs", "rerun the notebook to record them")]
     out = []
     for i in picks:
         key = keys[i % len(keys)]
-        got = _recompute_spectrum(path.parent.name, store.meta[key], store.input(key, "x"))
         ref = store.data[key]
-        a, b = np.sort_complex(np.asarray(got, complex)), np.sort_complex(np.asarray(ref, complex))
-        err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-        if not _close(err, 0.0, "spectra"):
-            out.append(Mismatch(str(path), key, f"{b.real.min():.6g} (most negative)",
-                                f"{a.real.min():.6g}; max relative difference {err:.2e}"))
+        differs = compare(recompute(path.parent.name, store.meta[key], store.input(key, "x")), ref)
+        if differs:
+            out.append(Mismatch(str(path), key, describe(ref), differs))
     return len(picks), out
+
+
+def verify_spectra(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    return _verify_store(path, picks, _recompute_spectrum, _compare_spectra,
+                         lambda ref: f"{np.asarray(ref).real.min():.6g} (most negative)")
 
 
 def verify_points(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
-    import torch
-
-    from .results import ArrayStore
-    from .trace import exact_sharpness
-
-    store = ArrayStore(path)
-    keys = [k for k in store.keys() if store.meta.get(k) and store.input(k, "x") is not None]
-    if not keys:
-        return 0, [Mismatch(str(path), "-", "no point with its inputs", "rerun the notebook to record them")]
-    out = []
-    for i in picks:
-        key = keys[i % len(keys)]
-        meta, x = store.meta[key], torch.from_numpy(store.input(key, "x"))
-        if meta["model"] == "mnist":
-            from . import toy_experiments as E
-            from .hessian import dense_jacobian
-
-            f = E.load_mnist().score_fn(meta["t"], meta["label"])
-            J = dense_jacobian(f, x, chunk=112)
-        else:
-            from .minisd import experiments as X
-
-            pipe = X.load_model(meta["model"])
-            cond = pipe.encode([meta["caption"]])
-            f = pipe.score_fn(meta["t"], cond)
-            J = X.score_jacobian(pipe, x.to(pipe.dtype), meta["t"], cond)
-        got = list(exact_sharpness(J, f(x[None].to(J.dtype))).values())
-        ref = store.data[key][:4].tolist()
-        if not all(_close(a, b, "points") for a, b in zip(got, ref)):
-            out.append(Mismatch(str(path), key, ", ".join(f"{v:.6g}" for v in ref), ", ".join(f"{v:.6g}" for v in got)))
-    return len(picks), out
+    return _verify_store(path, picks, _recompute_point, _compare_points,
+                         lambda ref: ", ".join(f"{v:.6g}" for v in ref[:4].tolist()))
 
 
 def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
@@ -214,6 +234,6 @@ def verify(path: str | Path, rows: int = 2, seed: int = 0) -> tuple[int, list[Mi
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such results table (sharp verify lists the committed ones without arguments)")
     k = kind(path)
-    size = len(_read_csv(path)) if path.suffix == ".csv" else max(1, len(np.load(path, allow_pickle=False).files))
+    size = len(_read_csv(path)) if path.suffix == ".csv" else max(1, len(_stored_keys(path)))
     picks = np.random.default_rng(seed).choice(size, size=min(rows, size), replace=False).tolist()
     return VERIFY[k](path, picks)
