@@ -179,7 +179,7 @@ def _mitigate(args: argparse.Namespace) -> int:
                "fallback": not args.no_fallback, "num_inference_steps": args.num_inference_steps}
     count = 0
     for _ in run_mitigation(model, ps.prompts, plan, args.n, args.out, args.seed, copy_scorer, align, refs, sail_kw,
-                            model_name=args.model, progress=not args.quiet):
+                            model_name=args.model, progress=not args.quiet, batch=args.batch_size):
         count += 1
     print(f"{Path(args.out) / 'results.csv'}: {count} rows this run; images under {Path(args.out) / 'images'}")
     return 0
@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--out", required=True, help="output folder (results.csv, images/)")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the unmitigated generations")
+    mt.add_argument("--batch-size", type=int, default=0,
+                    help="images sampled at once across prompts of one setting (default 0: one prompt at a time)")
     mt.add_argument("--sd-version", choices=("sd1", "sd2"), default=None, help="App. D.2 defaults (default: from the scheduler)")
     mt.add_argument("--sail-loss", choices=("paper", "official"), default="official",
                     help="SAIL objective: the paper's ‖s^Δ(x+δŝ)−s^Δ(x)‖²+α‖x‖² or the official code's (default; "

@@ -88,22 +88,20 @@ def reference_images(record: dict | None, index: int, prompts_file: Path | None,
     return sorted(p for ext in ("png", "jpg", "jpeg", "webp") for p in references.glob(f"{stem}.{ext}"))
 
 
-def mitigate_prompt(model: PipelineScoreModel, prompt: str, method: str, setting: float, n: int, seed: int = 0,
-                    sail_kw: dict | None = None, vocab: list[str] | None = None) -> tuple[torch.Tensor, list[str], dict]:
-    """One prompt under one (method, setting): (latents (n, C, h, w), the prompt each generation used, extras)."""
+def prepare_prompt(model: PipelineScoreModel, prompt: str, method: str, setting: float, n: int, seed: int = 0,
+                   sail_kw: dict | None = None, vocab: list[str] | None = None) -> dict:
+    """One prompt under one (method, setting), up to its sampling: {x_T, cond, used, extra, bos_scale, token_mask}."""
     x_T = model.initial_noise([prompt_seed(seed, prompt, g) for g in range(n)])
     used = [prompt] * n
     extra: dict = {"prior_ratio": [float("nan")] * n, "opt_steps": [0] * n}
-    if method == "none":
-        lat = generate(model, x_T, model.encode(used))
-    elif method in ("sail", "sail-official", "redraw"):
+    cond, bos_scale, mask = None, 1.0, None
+    if method in ("sail", "sail-official", "redraw"):
         kw = dict(sail_kw or {})
         if method == "sail-official":
             kw["loss"] = "official"
         res = sail(model, prompt, n, float(setting), seed=seed, **kw)
         extra = {"prior_ratio": res.prior_ratio, "opt_steps": res.steps}
-        x_sail = res.x_T if method != "redraw" else model.initial_noise(res.seeds)
-        lat = generate(model, x_sail, model.encode(used))
+        x_T = res.x_T if method != "redraw" else model.initial_noise(res.seeds)
     elif method in ("rta", "rna"):
         k = int(setting)
         if method == "rta":
@@ -111,38 +109,94 @@ def mitigate_prompt(model: PipelineScoreModel, prompt: str, method: str, setting
             used = [random_token_addition(prompt, k, vocab, prompt_seed(seed, prompt, g)) for g in range(n)]
         else:
             used = [random_number_addition(prompt, k, prompt_seed(seed, prompt, g)) for g in range(n)]
-        lat = generate(model, x_T, model.encode(used))
     elif method == "wen":
         emb, hist = wen_embedding_optimization(model, prompt, x_T, target=float(setting))
         extra["opt_steps"] = [len(hist) - 1] * n
-        lat = generate(model, x_T, emb.expand(n, -1, -1))
+        cond = emb.expand(n, -1, -1)
     elif method == "ren":
-        lat = generate(model, x_T, model.encode(used), bos_scale=float(setting),
-                       token_mask=summary_token_mask(model, used))
-    else:
+        bos_scale, mask = float(setting), summary_token_mask(model, used)
+    elif method != "none":
         raise MitigationSetupError(f"method {method!r} is unknown: choose from {','.join(MITIGATION_METHODS)}")
-    return lat, used, extra
+    if cond is None:
+        cond = model.encode(used)
+    return {"x_T": x_T, "cond": cond, "used": used, "extra": extra, "bos_scale": bos_scale, "token_mask": mask}
+
+
+def _sample(model: PipelineScoreModel, preps: list[dict]) -> torch.Tensor:
+    """Latents of several prepared prompts sharing one (method, setting), sampled as one batch."""
+    masks = [p["token_mask"] for p in preps]
+    return generate(model, torch.cat([p["x_T"] for p in preps]), torch.cat([p["cond"] for p in preps]),
+                    bos_scale=preps[0]["bos_scale"], token_mask=None if masks[0] is None else torch.cat(masks))
+
+
+def mitigate_prompt(model: PipelineScoreModel, prompt: str, method: str, setting: float, n: int, seed: int = 0,
+                    sail_kw: dict | None = None, vocab: list[str] | None = None) -> tuple[torch.Tensor, list[str], dict]:
+    """One prompt under one (method, setting): (latents (n, C, h, w), the prompt each generation used, extras)."""
+    prep = prepare_prompt(model, prompt, method, setting, n, seed, sail_kw, vocab)
+    return _sample(model, [prep]), prep["used"], prep["extra"]
 
 
 def run_mitigation(model: PipelineScoreModel, prompts: list[str], plan: list[tuple[str, float]], n: int,
                    out_dir: str | Path, seed: int = 0, copy_scorer: CopyScorer | None = None,
                    alignment_scorer: AlignmentScorer | None = None, references: list[list[Path]] | None = None,
                    sail_kw: dict | None = None, prompt_indices: list[int] | None = None, model_name: str = "",
-                   progress: bool = False, log: Callable[[str], None] = print) -> Iterator[dict]:
-    """Run every (prompt, (method, setting)) of ``plan``; append rows to ``out_dir/results.csv``; yield them."""
+                   progress: bool = False, log: Callable[[str], None] = print, batch: int = 0) -> Iterator[dict]:
+    """Run every (prompt, (method, setting)) of ``plan``; append rows to ``out_dir/results.csv``; yield them.
+
+    Prompts under the same (method, setting) are sampled together, up to ``batch`` images at once (0: one prompt at
+    a time); each image's x_T comes from its own seed, so the batch changes only floating-point rounding."""
     out_dir = Path(out_dir)
     idx = prompt_indices or list(range(len(prompts)))
     refs_cache: dict[int, torch.Tensor | None] = {}
-    vocab = None
-    jobs = [(j, m, s) for j in range(len(prompts)) for m, s in plan]
+    jobs = [(j, m, s) for m, s in plan for j in range(len(prompts))]
+    cap = max(int(batch), n)
     with ResultWriter(out_dir / "results.csv", MITIGATION_COLUMNS, _key) as w:
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(jobs), desc="mitigate", unit="setting")
+        vocab: list[str] | None = None
+        pending: list[tuple] = []  # (j, method, setting, rows, prep, seconds)
+
+        def flush():
+            t0 = time.perf_counter()
+            images_all = model.decode(_sample(model, [q[4] for q in pending]))
+            share = (time.perf_counter() - t0) / len(images_all)
+            for k, (j, method, setting, rows, prep, prep_s) in enumerate(pending):
+                images = images_all[k * n:(k + 1) * n]
+                secs = prep_s / n + share
+                cs = [float("nan")] * n
+                if copy_scorer is not None and references is not None:
+                    if j not in refs_cache:
+                        paths_j = references[j]
+                        refs_cache[j] = torch.stack([load_image(q) for q in paths_j]) if paths_j else None
+                        if refs_cache[j] is not None and refs_cache[j].shape[-2:] != images.shape[-2:]:
+                            refs_cache[j] = torch.nn.functional.interpolate(refs_cache[j], size=images.shape[-2:],
+                                                                            mode="bilinear", antialias=True)
+                    cs = copy_scores(copy_scorer, images, [refs_cache[j]] * n).tolist()
+                p, pi = prompts[j], idx[j]
+                al = (alignment_scorer.score(images, [p] * n).tolist() if alignment_scorer is not None
+                      else [float("nan")] * n)
+                used, extra = prep["used"], prep["extra"]
+                for g, r in enumerate(rows):
+                    img = out_dir / "images" / method / fmt_setting(setting) / f"{pi:05d}_g{g}.png"
+                    save_image(images[g], img)
+                    r.update(used_prompt=used[g], copy_score=f"{cs[g]:.6g}", alignment=f"{al[g]:.6g}",
+                             prior_ratio=f"{extra['prior_ratio'][g]:.6g}", opt_steps=extra["opt_steps"][g],
+                             seconds=f"{secs:.4g}", image=str(img.relative_to(out_dir)), model=model_name,
+                             copy_scorer=getattr(copy_scorer, "name", ""),
+                             alignment_scorer=getattr(alignment_scorer, "name", ""))
+                    if not w.is_done(r):
+                        w.write(r)
+                    yield r
+                if bar:
+                    bar.update()
+            pending.clear()
+
         for j, method, setting in jobs:
-            p, pi = prompts[j], idx[j]
-            rows = [{"prompt_index": pi, "prompt": p, "method": method, "setting": fmt_setting(setting),
+            if pending and (pending[0][1], pending[0][2]) != (method, setting):
+                yield from flush()
+            rows = [{"prompt_index": idx[j], "prompt": prompts[j], "method": method, "setting": fmt_setting(setting),
                      "generation": g, "seed": seed} for g in range(n)]
             if all(w.is_done(r) for r in rows):
                 if bar:
@@ -151,31 +205,12 @@ def run_mitigation(model: PipelineScoreModel, prompts: list[str], plan: list[tup
             if method == "rta" and vocab is None:
                 vocab = word_vocabulary(model.pipe.tokenizer)
             t0 = time.perf_counter()
-            lat, used, extra = mitigate_prompt(model, p, method, setting, n, seed, sail_kw, vocab)
-            images = model.decode(lat)
-            secs = (time.perf_counter() - t0) / n
-            cs = [float("nan")] * n
-            if copy_scorer is not None and references is not None:
-                if j not in refs_cache:
-                    paths_j = references[j]
-                    refs_cache[j] = torch.stack([load_image(q) for q in paths_j]) if paths_j else None
-                    if refs_cache[j] is not None and refs_cache[j].shape[-2:] != images.shape[-2:]:
-                        refs_cache[j] = torch.nn.functional.interpolate(refs_cache[j], size=images.shape[-2:],
-                                                                        mode="bilinear", antialias=True)
-                cs = copy_scores(copy_scorer, images, [refs_cache[j]] * n).tolist()
-            al = alignment_scorer.score(images, [p] * n).tolist() if alignment_scorer is not None else [float("nan")] * n
-            for g, r in enumerate(rows):
-                img = out_dir / "images" / method / fmt_setting(setting) / f"{pi:05d}_g{g}.png"
-                save_image(images[g], img)
-                r.update(used_prompt=used[g], copy_score=f"{cs[g]:.6g}", alignment=f"{al[g]:.6g}",
-                         prior_ratio=f"{extra['prior_ratio'][g]:.6g}", opt_steps=extra["opt_steps"][g],
-                         seconds=f"{secs:.4g}", image=str(img.relative_to(out_dir)), model=model_name,
-                         copy_scorer=getattr(copy_scorer, "name", ""), alignment_scorer=getattr(alignment_scorer, "name", ""))
-                if not w.is_done(r):
-                    w.write(r)
-                yield r
-            if bar:
-                bar.update()
+            prep = prepare_prompt(model, prompts[j], method, setting, n, seed, sail_kw, vocab)
+            pending.append((j, method, setting, rows, prep, time.perf_counter() - t0))
+            if len(pending) * n + n > cap:
+                yield from flush()
+        if pending:
+            yield from flush()
         if bar:
             bar.close()
 

@@ -91,6 +91,22 @@ def test_each_method_is_deterministic_for_a_seed(model, method, setting):
         assert all(len(u.split()) == 5 + 2 for u in a[1]) and a[1][0] != a[1][1]
 
 
+@pytest.mark.parametrize("method,setting", [("none", 0), ("ren", 1.25), ("wen", 0.5)])
+def test_batching_prompts_changes_no_image(model, tmp_path, method, setting):
+    """Three prompts sampled as one batch give each prompt's one-at-a-time images (per-sample seeds)."""
+    prompts = ["the cat and a dog", "a red house", "two birds on a long wire today"]
+    rows = {b: list(R.run_mitigation(model, prompts, [(method, setting)], 2, tmp_path / str(b), seed=1, log=print,
+                                     batch=b)) for b in (0, 6)}
+    assert [(r["prompt_index"], r["generation"]) for r in rows[0]] == [(r["prompt_index"], r["generation"])
+                                                                        for r in rows[6]]
+    for a, b in zip(rows[0], rows[6]):
+        torch.testing.assert_close(S.load_image(tmp_path / "0" / a["image"]), S.load_image(tmp_path / "6" / b["image"]),
+                                   rtol=0, atol=2 / 255)  # PNG rounding of floats that differ in the last bits
+    lat = R.mitigate_prompt(model, prompts[1], method, setting, 2, seed=1)[0]
+    preps = [R.prepare_prompt(model, p, method, setting, 2, seed=1) for p in prompts]
+    torch.testing.assert_close(R._sample(model, preps)[2:4], lat, rtol=1e-4, atol=1e-5)
+
+
 def test_mitigate_cli_end_to_end_resume_and_plot(tiny_dir, tmp_path, capsys):
     refs = tmp_path / "train"
     S.save_image(images(9, n=1)[0], refs / "a.png")
@@ -102,7 +118,7 @@ def test_mitigate_cli_end_to_end_resume_and_plot(tiny_dir, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["mitigate", "--model", str(tiny_dir), "--prompts", str(pf), "-n", "2", "--out", str(out),
             "--copy-scorer", "pixel", "--num-inference-steps", "4", "--quiet"]
-    assert cli.main(base + ["--method", "rna", "--setting", "1,4"]) == 0
+    assert cli.main(base + ["--method", "rna", "--setting", "1,4", "--batch-size", "4"]) == 0  # both prompts at once
     assert cli.main(base + ["--method", "sail", "--setting", "1e6", "--sail-max-steps", "2", "--budget", "2"]) == 0
     rows = list(csv.DictReader(open(out / "results.csv", encoding="utf-8")))
     # 2 prompts × (none + rna 1 + rna 4 + sail) × 2 generations; 'none' written once
