@@ -124,8 +124,9 @@ def prepare_prompt(model: PipelineScoreModel, prompt: str, method: str, setting:
 
 def _sample(model: PipelineScoreModel, preps: list[dict]) -> torch.Tensor:
     """Latents of several prepared prompts sharing one (method, setting), sampled as one batch."""
-    masks = [p["token_mask"] for p in preps]
-    return generate(model, torch.cat([p["x_T"] for p in preps]), torch.cat([p["cond"] for p in preps]),
+    masks, conds = [p["token_mask"] for p in preps], [p["cond"] for p in preps]
+    cond = torch.cat(conds) if torch.is_tensor(conds[0]) else [c for cs in conds for c in cs]  # exact densities: captions
+    return generate(model, torch.cat([p["x_T"] for p in preps]), cond,
                     bos_scale=preps[0]["bos_scale"], token_mask=None if masks[0] is None else torch.cat(masks))
 
 

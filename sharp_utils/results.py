@@ -164,9 +164,10 @@ def results_dir(notebook: str, profile: str, out_dir: str = "") -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{notebook}_{profile}_"))
 
 
-def write_manifest(folder: str | Path, **settings) -> Path:
+def write_manifest(folder: str | Path, section: str | None = None, **settings) -> Path:
     """``manifest.json`` beside a results table: the settings given (profile, seeds, sizes, seconds) plus the commit,
-    the machine and the date; written after a run that computed rows."""
+    the machine and the date; written after a run that computed rows.  With ``section`` (another table of the same
+    folder) the manifest is kept and this run's entry goes under ``manifest[section]``."""
     import datetime
     import platform
     import subprocess
@@ -194,6 +195,9 @@ def write_manifest(folder: str | Path, **settings) -> Path:
                 date=datetime.date.today().isoformat())
     path = Path(folder) / "manifest.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if section is not None:
+        old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        info = old | {section: info}
     path.write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
     return path
 

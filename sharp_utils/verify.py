@@ -21,6 +21,7 @@ TOLERANCE = {
     "spectra": (0.0, 1e-3),  # eigenvalues, absolute error in units of the spectrum's largest |eigenvalue|
     "points": (1e-3, 0.0),  # Figure 4's exact traces and proxies (-tr H, ||s||^2, -tr H^3, ||Hs||^2), relative
     "mitigation": (0.0, 2e-2),  # mean absolute pixel difference of a regenerated image (pixels in [0, 1])
+    "regime": (0.0, 1e-2),  # copy scores (cosine) of a regenerated MiniSD sample; the copy threshold is about 0.9
 }
 
 
@@ -39,14 +40,15 @@ def tables() -> list[Path]:
     """Every committed results table ``sharp verify`` knows how to recompute."""
     root = paths.RESULTS
     found = [root / "mnist_9v3_appc_copies.csv", root / "05_detection_table1" / "detect.csv",
-             root / "06_mitigation_fig6" / "results.csv"] + sorted(root.glob("0[0-9]_*/*.npz"))
+             root / "06_mitigation_fig6" / "results.csv", root / "03_sd_eigen_spectra" / "regime.csv"]
+    found += sorted(root.glob("05_detection_table1/exact-*.csv")) + sorted(root.glob("0[0-9]_*/*.npz"))
     return [p for p in found if p.exists()]
 
 
 def kind(path: Path) -> str:
     """Which recomputation a table needs, from its file name."""
-    if path.name == "detect.csv":
-        return "detect"
+    if path.name == "detect.csv" or (path.name.startswith("exact-") and path.suffix == ".csv"):
+        return "detect"  # a network's detection rows, or an exact density's (notebook 05)
     if path.name.endswith("_copies.csv"):
         return "mnist-copies"
     if path.name.endswith("_points.npz"):
@@ -55,7 +57,10 @@ def kind(path: Path) -> str:
         return "spectra"
     if path.name == "results.csv":
         return "mitigation"
-    raise ValueError(f"{path}: not a results table sharp verify knows (detect.csv, *_copies.csv, *.npz, results.csv)")
+    if path.name == "regime.csv":
+        return "regime"
+    raise ValueError(f"{path}: not a results table sharp verify knows (detect.csv, *_copies.csv, *.npz, results.csv, "
+                     "regime.csv)")
 
 
 def _close(a: float, b: float, k: str) -> bool:
@@ -80,11 +85,24 @@ def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> t
     rows = _read_csv(path)
     man = _manifest(path)
     pipe = load_model(man.get("model", model_name))
+    exact: dict = {}
     out = []
     for i in picks:
         r = rows[i % len(rows)]
-        got = next(iter(detect(pipe, [r["prompt"]], (r["method"],), (int(r["steps"]),), (int(r["n"]),), seed=int(r["seed"]),
-                               opts=DetectOptions(num_inference_steps=int(man.get("num_steps", 50))), log=lambda s: None)))
+        if r.get("model", "").startswith("exact:"):  # a row of the training set's exact density ("exact:<model>:<pool>")
+            from .exact_experiments import exact_detection_rows, minisd_exact
+            from .minisd.experiments import design
+
+            _, base, pool = r["model"].split(":")[:3]
+            if pool not in exact:
+                exact[pool] = minisd_exact(pipe, pool, design=design(base))
+            got = exact_detection_rows(exact[pool], [r["prompt"]], pipe.latent_shape, (r["method"],), (int(r["steps"]),),
+                                       (int(r["n"]),), int(r["seed"]), int(r["num_inference_steps"]),
+                                       float(r["guidance_scale"]), pipe.steps_offset)[0]
+        else:
+            got = next(iter(detect(pipe, [r["prompt"]], (r["method"],), (int(r["steps"]),), (int(r["n"]),),
+                                   seed=int(r["seed"]), opts=DetectOptions(num_inference_steps=int(man.get("num_steps", 50))),
+                                   log=lambda s: None)))
         if not _close(float(got["score"]), float(r["score"]), "detect"):
             out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']}@{r['steps']}, n={r['n']}, prompt "
                                 f"{r['prompt_index']})", r["score"], f"{float(got['score']):.6g}"))
@@ -224,8 +242,39 @@ def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]
     return len(picks), out
 
 
+def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    """Regenerate picked MiniSD samples of the regime table from their seeds and re-score their copy scores."""
+    import torch
+
+    from .minisd import experiments as X
+    from .minisd.evaluators import load_evaluators
+    from .mitigation import generate
+
+    rows = _read_csv(path)
+    pipe = X.load_model(_manifest(path).get("model", "minisd"))
+    copy_scorer, _ = load_evaluators()
+    E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
+    records = {r["caption"]: r for split in ("eval", "dev") for r in X.prompt_records("minisd", split)}
+    em_ids = sorted({r["train_ids"][0] for r in X.training_data()["records"] if r["category"] == "em"})
+    out = []
+    for i in picks:
+        r = rows[i % len(rows)]
+        x, cond = X.seeded_inputs(pipe, [(r["caption"], int(r["generation"]))], int(r["seed"]))
+        img = pipe.decode(generate(pipe, x, cond, float(r["guidance"]), int(r["num_steps"]))).float().clamp(0, 1)
+        sims = (copy_scorer.embed(img) @ E.T)[0]
+        ids = records.get(r["caption"], {}).get("train_ids") or []
+        got = {"copy_em": float(sims[em_ids].max()), "copy_nearest": float(sims.max())}
+        if ids:
+            got["copy_own"] = float(sims[ids].max())
+        bad = {c: v for c, v in got.items() if not _close(v, float(r[c]), "regime")}
+        if bad:
+            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['group']}, {r['caption']!r}, generation {r['generation']})",
+                                ", ".join(f"{c} {r[c]}" for c in bad), ", ".join(f"{c} {v:.6g}" for c, v in bad.items())))
+    return len(picks), out
+
+
 VERIFY = {"detect": verify_detect, "mnist-copies": verify_mnist_copies, "spectra": verify_spectra, "points": verify_points,
-          "mitigation": verify_mitigation}
+          "mitigation": verify_mitigation, "regime": verify_regime}
 
 
 def verify(path: str | Path, rows: int = 2, seed: int = 0) -> tuple[int, list[Mismatch]]:

@@ -240,6 +240,32 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
     assert np.isnan(rows[0]["template"]) and not np.isnan(rows[2]["template"])  # only framed captions get a template score
 
 
+def test_regime_rows_score_like_verify_memorization_and_resume(scorers, tmp_path):
+    """regime_generations (notebook 03's regime rates, results/03_*/regime.csv): the same copy scores as
+    verify_memorization on the same seeds; unconditional rows against the EM images; a rerun computes nothing."""
+    tiny = PipelineScoreModel(build_tiny_pipeline(sample_size=16))
+    copy_scorer, align_scorer = scorers
+    recs = [r for r in X.prompt_records("minisd", "eval") if r["category"] == "em"][:2]
+    groups = [("uncond", [{"caption": "", "train_ids": []}], 3, 1.0), ("em", recs, 2, 7.5)]
+    rows = X.regime_generations(tiny, copy_scorer, align_scorer, groups, tmp_path, seed=0, num_steps=6, batch=4)
+    assert [r["group"] for r in rows] == ["uncond"] * 3 + ["em"] * 4
+    want, _ = X.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, num_steps=6)
+    for r, w in zip(rows[3:], want):
+        assert float(r["copy_own"]) == pytest.approx(w["copy_own"], abs=1e-5)
+        assert float(r["copy_nearest"]) == pytest.approx(w["copy_nearest"], abs=1e-5)
+        assert float(r["alignment"]) == pytest.approx(w["alignment"], abs=1e-5)
+    E_ = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
+    em_ids = sorted({r["train_ids"][0] for r in X.training_data()["records"] if r["category"] == "em"})
+    U = copy_scorer.embed(X.generate_images(tiny, [""], 3, 0, num_steps=6, guidance_scale=1.0))
+    got = [float(r["copy_em"]) for r in rows[:3]]
+    assert got == pytest.approx((U @ E_[em_ids].T).max(1).values.tolist(), abs=1e-5)
+    assert all(np.isnan(float(r["alignment"])) for r in rows[:3]) and all(r["image"] == "" for r in rows[:3])
+    assert all((tmp_path / r["image"]).is_file() for r in rows[3:])
+    before = (tmp_path / "regime.csv").read_bytes()
+    again = X.regime_generations(tiny, copy_scorer, align_scorer, groups, tmp_path, seed=0, num_steps=6, batch=4)
+    assert again == rows and (tmp_path / "regime.csv").read_bytes() == before
+
+
 def test_verify_nmem_reports_novelty_and_alignment_by_kind(scorers, data, train_script, monkeypatch, capsys):
     """minisd/train.py verify --category nmem: its rates equal those counted from verify_memorization's own rows,
     split by the records' kind (paraphrase / training caption)."""

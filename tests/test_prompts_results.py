@@ -274,3 +274,5 @@ def test_array_store_computes_once_keeps_provenance_and_survives_reload(tmp_path
     assert results_dir("05_x", "smoke") != paths.RESULTS / "05_x" and results_dir("05_x", "paper", str(tmp_path)) == tmp_path
     m = json.loads(write_manifest(tmp_path / "r", profile="default", seed=0).read_text())
     assert m["profile"] == "default" and m["seed"] == 0 and {"commit", "machine", "date", "torch"} <= set(m)
+    m = json.loads(write_manifest(tmp_path / "r", section="exact.csv", rows=3).read_text())  # a second table's entry
+    assert m["profile"] == "default" and m["exact.csv"]["rows"] == 3 and "commit" in m["exact.csv"]

@@ -14,7 +14,8 @@ def test_every_heavy_notebook_result_is_known_to_verify():
     names = {p.relative_to(paths.RESULTS).as_posix() for p in TABLES}
     assert {"mnist_9v3_appc_copies.csv", "05_detection_table1/detect.csv", "02_mnist_9_vs_3/spectra.npz",
             "03_sd_eigen_spectra/spectra.npz", "06_mitigation_fig6/results.csv", "04_trace_alignment/mnist_points.npz",
-            "04_trace_alignment/minisd_points.npz"} <= names
+            "04_trace_alignment/minisd_points.npz", "03_sd_eigen_spectra/regime.csv",
+            "05_detection_table1/exact-appc.csv"} <= names
     for p in TABLES:
         assert p.parent == paths.RESULTS or (p.parent / "manifest.json").exists() or p.suffix == ".npz", p
 

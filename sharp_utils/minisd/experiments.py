@@ -7,8 +7,10 @@ paper's SD prompt sets (``paths.sd_prompts_dir``: memorized ``mem`` / non-memori
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -180,40 +182,125 @@ def memorized_shares(model: str = MINISD) -> dict:
     return {"conditional": cond, "unconditional": uncond, "em_weight": float(recipe.get("em_weight", 1.0))}
 
 
+REGIME_COLUMNS = ("group", "caption", "generation", "seed", "guidance", "num_steps", "copy_em", "copy_own",
+                  "copy_nearest", "template", "template_best", "alignment", "image")
+
+
+def _regime_key(row: dict) -> tuple:
+    return (str(row["group"]), str(row["caption"]), int(row["generation"]), int(row["seed"]), float(row["guidance"]),
+            int(row["num_steps"]))
+
+
+def regime_generations(model: PipelineScoreModel, copy_scorer, alignment_scorer,
+                       groups: list[tuple[str, list[dict], int, float]], out_dir: str | Path, seed: int = 0,
+                       num_steps: int = 50, batch: int = 64, keep_images=("em", "nmem")) -> list[dict]:
+    """Generate and score MiniSD samples for the regime check, one row per image in ``out_dir/regime.csv``
+    (resumable).  ``groups``: (name, records, n per record, guidance); generation g of caption c starts from
+    ``prompt_seed(seed, c, g)``.  Columns: copy score to the nearest EM image (``copy_em``), to the record's own
+    training images (``copy_own``) and to the nearest training image (``copy_nearest``); the caption's PM frame
+    template score and the best over all five frames; alignment with the caption.  Images of ``keep_images`` groups
+    are saved as PNGs."""
+    from ..results import ResultWriter
+    from ..scoring import save_image
+    from .evaluators import parse_caption, template_score
+
+    out_dir = Path(out_dir)
+    E = copy_scorer.embed(torch.from_numpy(training_images()).float() / 255.0)
+    em_ids = sorted({r["train_ids"][0] for r in training_data()["records"] if r["category"] == "em"})
+    nan = float("nan")
+    with ResultWriter(out_dir / "regime.csv", REGIME_COLUMNS, _regime_key) as w:
+        for name, records, n, guidance in groups:
+            rows = [{"group": name, "caption": r["caption"], "generation": g, "seed": seed, "guidance": guidance,
+                     "num_steps": num_steps, "_rec": r} for r in records for g in range(n)]
+            todo = [r for r in rows if not w.is_done(r)]
+            for i in range(0, len(todo), batch):
+                chunk = todo[i:i + batch]
+                x, cond = seeded_inputs(model, [(r["caption"], r["generation"]) for r in chunk], seed)
+                gen = model.decode(generate(model, x, cond, guidance, num_steps)).float().clamp(0, 1)
+                G = copy_scorer.embed(gen)
+                sims = G @ E.T
+                best_t = torch.stack([template_score(gen, f) for f in range(1, 6)]).max(0).values
+                caps = [r["caption"] for r in chunk]
+                align = (alignment_scorer.score(gen, caps) if alignment_scorer is not None and all(caps)
+                         else torch.full((len(chunk),), nan))
+                for k, r in enumerate(chunk):
+                    ids = r["_rec"].get("train_ids") or []
+                    frame = parse_caption(r["caption"])["frame"] if r["caption"] else 0
+                    img = ""
+                    if name in keep_images:
+                        img = f"regime_images/{name}/{_regime_stem(r)}.png"
+                        save_image(gen[k], out_dir / img)
+                    r.update(copy_em=f"{float(sims[k, em_ids].max()):.6g}",
+                             copy_own=f"{float(sims[k, ids].max()):.6g}" if ids else "nan",
+                             copy_nearest=f"{float(sims[k].max()):.6g}",
+                             template=f"{float(template_score(gen[k:k + 1], frame)[0]):.6g}" if frame else "nan",
+                             template_best=f"{float(best_t[k]):.6g}", alignment=f"{float(align[k]):.6g}", image=img)
+                    w.write(r)
+    with (out_dir / "regime.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _regime_stem(row: dict) -> str:
+    import hashlib
+
+    return hashlib.sha1(f"{row['caption']}|{row['seed']}|{row['guidance']}|{row['num_steps']}".encode()).hexdigest()[:12] \
+        + f"_g{row['generation']}"
+
+
 def regime_figures(model: PipelineScoreModel, copy_scorer, alignment_scorer, em_records: list[dict],
                    pm_records: list[dict], nmem_records: list[dict], seed: int = 0, n_uncond: int = 200, em_n: int = 2,
-                   n: int = 1, num_steps: int = 50, guidance_scale: float = 7.5) -> dict:
-    """MiniSD's memorization regime (notebooks 03 and 07): the share of unconditional generations (``""``, guidance
-    1) copying an EM image, of EM generations copying their memorized image (``em_n`` each, with the per-prompt
-    counts), PM template / content copies, non-memorized copies (nearest training image) and alignment."""
-    images = torch.from_numpy(training_images()).float() / 255.0
-    E = copy_scorer.embed(images)
-    em_ids = sorted({r["train_ids"][0] for r in training_data()["records"] if r["category"] == "em"})
+                   n: int = 1, num_steps: int = 50, guidance_scale: float = 7.5, out_dir: str | Path | None = None) -> dict:
+    """MiniSD's memorization regime (notebook 03): the share of unconditional generations (``""``, guidance 1)
+    copying an EM image, of EM generations copying their memorized image (``em_n`` each, with the per-prompt counts),
+    PM template / content copies, non-memorized copies (nearest training image) and alignment.  Rows are kept in
+    ``out_dir/regime.csv`` (:func:`regime_generations`; a temporary folder when None) and only missing ones computed."""
+    import tempfile
+
+    from ..scoring import load_image
+
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory()
+        out_dir = tmp.name
+    uncond = [{"caption": "", "category": "uncond", "train_ids": []}]
+    groups = [("uncond", uncond, n_uncond, 1.0), ("em", em_records, em_n, guidance_scale),
+              ("pm", pm_records, n, guidance_scale), ("nmem", nmem_records, n, guidance_scale)]
+    csv_path = Path(out_dir) / "regime.csv"
+    before = sum(1 for _ in csv_path.open(encoding="utf-8")) - 1 if csv_path.exists() else 0
+    start = time.perf_counter()
+    rows = regime_generations(model, copy_scorer, alignment_scorer, groups, out_dir, seed, num_steps)
+    seconds = time.perf_counter() - start
+    by_key = {(r["group"], r["caption"], int(r["generation"]), int(r["seed"]), float(r["guidance"]),
+               int(r["num_steps"])): r for r in rows}
+
+    def sel(name):  # this call's rows of a group, in record order
+        _, recs, k, guidance = next(g for g in groups if g[0] == name)
+        return [by_key[(name, r["caption"], g, seed, float(guidance), num_steps)] for r in recs for g in range(k)]
+
+    col = lambda rs, c: np.array([float(r[c]) for r in rs])
     tc, ta = copy_scorer.threshold, alignment_scorer.threshold
-    U = copy_scorer.embed(generate_images(model, [""], n_uncond, seed, num_steps, guidance_scale=1.0))
-    u_copy = (U @ E[em_ids].T).max(1).values > tc
-    out = {"uncond_copy": float(u_copy.float().mean()), "uncond_n": n_uncond}
-    em_rows, em_imgs = verify_memorization(model, em_records, copy_scorer, alignment_scorer, n=em_n, seed=seed,
-                                           num_steps=num_steps, guidance_scale=guidance_scale)
-    own = np.array([r["copy_own"] for r in em_rows])  # EM records' train_ids = [the memorized image]
-    out.update(em_copy=float((own > tc).mean()), em_n=len(own),
-               em_per_prompt=(own > tc).reshape(len(em_records), em_n).sum(1), em_scores=own)
-    pm_rows, _ = verify_memorization(model, pm_records, copy_scorer, alignment_scorer, n=n, seed=seed,
-                                     num_steps=num_steps, guidance_scale=guidance_scale)
-    nm_rows, nm_imgs = verify_memorization(model, nmem_records, copy_scorer, alignment_scorer, n=n, seed=seed,
-                                           num_steps=num_steps, guidance_scale=guidance_scale)
-    out.update(pm_template=np.array([r["template"] for r in pm_rows]),
-               pm_content_copy=float(np.mean([r["copy_own"] > tc for r in pm_rows])),
-               nmem_copy=float(np.mean([r["copy_nearest"] > tc for r in nm_rows])),
-               nmem_aligned=float(np.mean([r["alignment"] > ta for r in nm_rows])), nmem_n=len(nm_rows),
-               em_images=em_imgs, nmem_images=nm_imgs, rows=em_rows + pm_rows + nm_rows)
+    u, em, pm, nm = sel("uncond"), sel("em"), sel("pm"), sel("nmem")
+    own = col(em, "copy_own")  # EM records' train_ids = [the memorized image]
+    images = lambda rs: torch.stack([load_image(Path(out_dir) / r["image"]) for r in rs]) if rs else torch.zeros(0)
+    out = {"uncond_copy": float((col(u, "copy_em") > tc).mean()), "uncond_n": len(u),
+           "em_copy": float((own > tc).mean()), "em_n": len(own),
+           "em_per_prompt": (own > tc).reshape(len(em_records), em_n).sum(1), "em_scores": own,
+           "pm_template": col(pm, "template"), "pm_content_copy": float(np.mean(col(pm, "copy_own") > tc)),
+           "nmem_copy": float(np.mean(col(nm, "copy_nearest") > tc)),
+           "nmem_aligned": float(np.mean(col(nm, "alignment") > ta)), "nmem_n": len(nm),
+           "nmem_template_best": col(nm, "template_best"),
+           "em_images": images(em), "nmem_images": images(nm[::n][:12]),  # first generation of 12 prompts
+           "rows": u + em + pm + nm,
+           "new": len(rows) - max(before, 0), "seconds": seconds}  # rows computed by this call, and its time
+    if tmp is not None:
+        tmp.cleanup()
     return out
 
 
 def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], det_records: list[dict],
                sail_records: list[dict], sail_threshold: float, out_dir: str | Path, seed: int = 0,
                n_uncond: int = 200, em_n: int = 2, det_n: int = 2, sep_per_category: int = 2, sail_n: int = 2,
-               sail_max_steps: int = 50, num_steps: int = 50, uncond_copy: float | None = None) -> dict:
+               sail_max_steps: int = 50, num_steps: int = 50, uncond_dir: str | Path | None = None) -> dict:
     """One row of notebook 07's regime ablation for a MiniSD model (learned or exact): unconditional copy rate of EM
     images; EM copy rate (guidance 7.5); Wen@1, ours@1 and Wen@``num_steps`` AUC (memorized em / pm vs nmem
     ``det_records``);
@@ -221,47 +308,76 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     x_T; negative: memorized sharper); SAIL's drop of the mean copy score at ``sail_threshold`` on ``sail_records``
     (positive = lower with SAIL; paired over prompts, with its interval). Also the counts behind each rate and, per
     detection method, (is memorized, score) per prompt for paired intervals.
-    ``uncond_copy`` (a rate already measured with the same unconditional density) skips the unconditional samples."""
+    Every sample is a row of a resumable table in ``out_dir`` (regime.csv, detect.csv, fig3.csv, results.csv), so a
+    rerun computes only missing rows; the unconditional samples go to ``uncond_dir`` (default ``out_dir``), which
+    models sharing one unconditional density (the exact densities of one pool) can share."""
     from ..detection import DetectOptions, detect
-    from ..mitigation_run import paired_lead, run_mitigation
-    from ..results import evaluate_tables
+    from ..mitigation_run import fmt_setting, paired_lead, read_mitigation, run_mitigation
+    from ..results import ResultWriter, evaluate_tables
 
-    E = copy_scorer.embed(torch.from_numpy(training_images()).float() / 255.0)
+    out_dir = Path(out_dir)
     tc = copy_scorer.threshold
-    em_ids = sorted({r["train_ids"][0] for r in training_data()["records"] if r["category"] == "em"})
-    if uncond_copy is None:
-        U = copy_scorer.embed(generate_images(model, [""], n_uncond, seed, num_steps, guidance_scale=1.0))
-        uncond_copy = float(((U @ E[em_ids].T).max(1).values > tc).float().mean())
-    row = {"uncond_copy": uncond_copy, "uncond_n": n_uncond}
-    G = copy_scorer.embed(generate_images(model, [r["caption"] for r in em_records], em_n, seed, num_steps))
-    own = torch.stack([G[j * em_n + g] @ E[r["train_ids"][0]] for j, r in enumerate(em_records) for g in range(em_n)])
-    row["em_copy"], row["em_n"] = float((own > tc).float().mean()), len(own)
+    uncond = regime_generations(model, copy_scorer, None, [("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0)],
+                                uncond_dir or out_dir, seed, num_steps, keep_images=())
+    u = [float(r["copy_em"]) > tc for r in uncond if r["group"] == "uncond" and int(r["seed"]) == seed
+         and int(r["num_steps"]) == num_steps and int(r["generation"]) < n_uncond]
+    row = {"uncond_copy": float(np.mean(u)), "uncond_n": len(u), "uncond_copies": int(np.sum(u))}
+    got = regime_generations(model, copy_scorer, None, [("em", em_records, em_n, 7.5)], out_dir, seed, num_steps,
+                             keep_images=())
+    by = {(r["caption"], int(r["generation"])): float(r["copy_own"]) for r in got if r["group"] == "em"
+          and int(r["seed"]) == seed and int(r["num_steps"]) == num_steps}
+    own = np.array([by[(r["caption"], g)] for r in em_records for g in range(em_n)])
+    row["em_copy"], row["em_n"] = float((own > tc).mean()), len(own)
     prompts = [r["caption"] for r in det_records]
-    rows = list(detect(model, prompts, ("wen", "ours-fd"), (1, num_steps), (det_n,), seed=seed, batch_size=256,
-                       opts=DetectOptions(num_inference_steps=num_steps), log=lambda s: None))
-    mem = [det_records[r["prompt_index"]]["category"] in MEMORIZED for r in rows]
+    with ResultWriter(out_dir / "detect.csv") as w:
+        def done(j, p, m, k, n):
+            return w.is_done({"prompt_index": j, "prompt": p, "method": m, "steps": k, "n": n, "seed": seed})
+
+        for r in detect(model, prompts, ("wen", "ours-fd"), (1, num_steps), (det_n,), seed=seed, batch_size=256,
+                        opts=DetectOptions(num_inference_steps=num_steps), done=done, log=lambda s: None):
+            w.write({**r, "model": getattr(model, "name", ""), "num_inference_steps": num_steps})
+    with (out_dir / "detect.csv").open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["seed"]) == seed and int(r["n"]) == det_n
+                and int(r["prompt_index"]) < len(prompts) and r["prompt"] == prompts[int(r["prompt_index"])]]
+    mem = [det_records[int(r["prompt_index"])]["category"] in MEMORIZED for r in rows]
     tab = {(t["method"], t["steps"]): t["auc"] for t in evaluate_tables([r for r, m in zip(rows, mem) if m],
                                                                         [r for r, m in zip(rows, mem) if not m])}
     row.update({"wen@1": tab[("wen", 1)], "ours@1": tab[("ours-fd", 1)], f"wen@{num_steps}": tab[("wen", num_steps)]})
     row["det_scores"] = {}  # (method, steps) -> (is memorized, score), in prompt order
     for m, k in (("wen", 1), ("ours-fd", 1), ("wen", num_steps)):
-        got = sorted((r["prompt_index"], float(r["score"])) for r in rows if r["method"] == m and int(r["steps"]) == k)
-        row["det_scores"][(m, k)] = (np.array([det_records[i]["category"] in MEMORIZED for i, _ in got]),
-                                     np.array([v for _, v in got]))
+        got_ = sorted((int(r["prompt_index"]), float(r["score"])) for r in rows
+                      if r["method"] == m and int(r["steps"]) == k)
+        row["det_scores"][(m, k)] = (np.array([det_records[i]["category"] in MEMORIZED for i, _ in got_]),
+                                     np.array([v for _, v in got_]))
     x_T = model.initial_noise([prompt_seed(seed, "figure 3", 0)])
     t0 = ddim_timesteps(model.num_train_timesteps, num_steps, model.steps_offset)[0]
     s2 = float(1 - model.alphas_cumprod[t0])
     mean_eig = {}
-    for cat in ("em", "nmem"):  # sep_per_category = 0: skipped (nan)
+    key3 = lambda r: (str(r["caption"]), int(r["seed"]), int(r["t"]))
+    with ResultWriter(out_dir / "fig3.csv", ("caption", "category", "seed", "t", "mean_eig_s2"), key3) as w:
+        for cat in ("em", "nmem"):  # sep_per_category = 0: skipped (nan)
+            caps = [r["caption"] for r in det_records if r["category"] == cat][:sep_per_category]
+            for c in caps:
+                r = {"caption": c, "category": cat, "seed": seed, "t": int(t0)}
+                if not w.is_done(r):
+                    v = float(torch.diagonal(score_jacobian(model, x_T[0], t0, model.encode([c]))).mean()) * s2
+                    w.write({**r, "mean_eig_s2": f"{v:.8g}"})
+    with (out_dir / "fig3.csv").open(newline="", encoding="utf-8") as f:
+        f3 = {(r["caption"], int(r["seed"]), int(r["t"])): float(r["mean_eig_s2"]) for r in csv.DictReader(f)}
+    for cat in ("em", "nmem"):
         caps = [r["caption"] for r in det_records if r["category"] == cat][:sep_per_category]
-        mean_eig[cat] = float(np.median([float(torch.diagonal(score_jacobian(model, x_T[0], t0, model.encode([c]))).mean())
-                                         * s2 for c in caps])) if caps else float("nan")
+        mean_eig[cat] = float(np.median([f3[(c, seed, int(t0))] for c in caps])) if caps else float("nan")
     row["fig3_separation"] = mean_eig["em"] - mean_eig["nmem"]
     caps = [r["caption"] for r in sail_records]
-    res = list(run_mitigation(model, caps, [("none", 0.0), ("sail", sail_threshold)], sail_n, out_dir, seed=seed,
-                              copy_scorer=copy_scorer, references=reference_paths(sail_records, Path(out_dir) / "refs"),
-                              model_name=getattr(model, "name", ""), log=lambda s: None,
-                              sail_kw=dict(alpha=0.05, loss="official", max_steps=sail_max_steps)))
+    plan = [("none", 0.0), ("sail", sail_threshold)]
+    for _ in run_mitigation(model, caps, plan, sail_n, out_dir, seed=seed, copy_scorer=copy_scorer,
+                            references=reference_paths(sail_records, out_dir / "refs"),
+                            model_name=getattr(model, "name", ""), log=lambda s: None, batch=32,
+                            sail_kw=dict(alpha=0.05, loss="official", max_steps=sail_max_steps)):
+        pass
+    want = {(j, c, m, fmt_setting(v), g) for j, c in enumerate(caps) for m, v in plan for g in range(sail_n)}
+    res = [r for r in read_mitigation(out_dir) if int(r["seed"]) == seed and (int(r["prompt_index"]), r["prompt"],
+           r["method"], r["setting"], int(r["generation"])) in want]
     row["sail_drop"], row["sail_drop_ci"], row["sail_prompts"] = paired_lead(res, ("sail", sail_threshold), ("none", 0.0))
     return row
 
