@@ -41,7 +41,8 @@ def tables() -> list[Path]:
     root = paths.RESULTS
     found = [root / "mnist_9v3_appc_copies.csv", root / "05_detection_table1" / "detect.csv",
              root / "06_mitigation_fig6" / "results.csv", root / "03_sd_eigen_spectra" / "regime.csv"]
-    found += sorted(root.glob("05_detection_table1/exact-*.csv")) + sorted(root.glob("0[0-9]_*/*.npz"))
+    found += sorted(root.glob("05_detection_table1/exact-*.csv")) + sorted(root.glob("07_regime_ablation/*/regime.csv"))
+    found += sorted(root.glob("0[0-9]_*/*.npz"))
     return [p for p in found if p.exists()]
 
 
@@ -251,7 +252,9 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     from .mitigation import generate
 
     rows = _read_csv(path)
-    pipe = X.load_model(_manifest(path).get("model", "minisd"))
+    named = path.parent / "model.json"  # notebook 07's per-model folders name their model there
+    pipe = X.load_model(json.loads(named.read_text(encoding="utf-8"))["model"] if named.exists()
+                        else _manifest(path).get("model", "minisd"))
     copy_scorer, _ = load_evaluators()
     E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
     records = {r["caption"]: r for split in ("eval", "dev") for r in X.prompt_records("minisd", split)}

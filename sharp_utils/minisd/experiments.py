@@ -300,7 +300,8 @@ def regime_figures(model: PipelineScoreModel, copy_scorer, alignment_scorer, em_
 def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], det_records: list[dict],
                sail_records: list[dict], sail_threshold: float, out_dir: str | Path, seed: int = 0,
                n_uncond: int = 200, em_n: int = 2, det_n: int = 2, sep_per_category: int = 2, sail_n: int = 2,
-               sail_max_steps: int = 50, num_steps: int = 50, uncond_dir: str | Path | None = None) -> dict:
+               sail_max_steps: int = 50, num_steps: int = 50, uncond_dir: str | Path | None = None,
+               model_name: str = "") -> dict:
     """One row of notebook 07's regime ablation for a MiniSD model (learned or exact): unconditional copy rate of EM
     images; EM copy rate (guidance 7.5); Wen@1, ours@1 and Wen@``num_steps`` AUC (memorized em / pm vs nmem
     ``det_records``);
@@ -310,12 +311,17 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     detection method, (is memorized, score) per prompt for paired intervals.
     Every sample is a row of a resumable table in ``out_dir`` (regime.csv, detect.csv, fig3.csv, results.csv), so a
     rerun computes only missing rows; the unconditional samples go to ``uncond_dir`` (default ``out_dir``), which
-    models sharing one unconditional density (the exact densities of one pool) can share."""
+    models sharing one unconditional density (the exact densities of one pool) can share.  ``model_name`` (what
+    :func:`load_model` resolves) goes to ``model.json`` in each folder that has no manifest, for ``sharp verify``."""
     from ..detection import DetectOptions, detect
     from ..mitigation_run import fmt_setting, paired_lead, read_mitigation, run_mitigation
     from ..results import ResultWriter, evaluate_tables
 
     out_dir = Path(out_dir)
+    for d in {out_dir, Path(uncond_dir or out_dir)}:
+        if model_name and not (d / "manifest.json").exists() and not (d / "model.json").exists():
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "model.json").write_text(json.dumps({"model": model_name}) + "\n", encoding="utf-8")
     tc = copy_scorer.threshold
     uncond = regime_generations(model, copy_scorer, None, [("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0)],
                                 uncond_dir or out_dir, seed, num_steps, keep_images=())
