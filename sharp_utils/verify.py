@@ -41,7 +41,8 @@ def tables() -> list[Path]:
     root = paths.RESULTS
     found = [root / "mnist_9v3_appc_copies.csv", root / "05_detection_table1" / "detect.csv",
              root / "06_mitigation_fig6" / "results.csv", root / "03_sd_eigen_spectra" / "regime.csv"]
-    found += sorted(root.glob("05_detection_table1/exact-*.csv")) + sorted(root.glob("07_regime_ablation/*/regime.csv"))
+    found += sorted(root.glob("05_detection_table1/exact-*.csv"))
+    found += sorted(p for name in ("regime", "detect", "results") for p in root.glob(f"07_regime_ablation/*/{name}.csv"))
     found += sorted(root.glob("0[0-9]_*/*.npz"))
     return [p for p in found if p.exists()]
 
@@ -74,6 +75,13 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _settings(path: Path) -> dict:
+    """What a table was computed with: its folder's ``model.json`` (notebook 07's per-model folders), else the
+    manifest beside it."""
+    named = path.parent / "model.json"
+    return json.loads(named.read_text(encoding="utf-8")) if named.exists() else _manifest(path)
+
+
 def _manifest(path: Path) -> dict:
     m = path.parent / "manifest.json"
     return json.loads(m.read_text(encoding="utf-8")) if m.exists() else {}
@@ -84,13 +92,13 @@ def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> t
     from .minisd.experiments import load_model
 
     rows = _read_csv(path)
-    man = _manifest(path)
+    man = _settings(path)
     pipe = load_model(man.get("model", model_name))
     exact: dict = {}
     out = []
     for i in picks:
         r = rows[i % len(rows)]
-        if r.get("model", "").startswith("exact:"):  # a row of the training set's exact density ("exact:<model>:<pool>")
+        if path.name.startswith("exact-"):  # notebook 05's rows of the training set's exact density ("exact:<model>:<pool>")
             from .exact_experiments import exact_detection_rows, minisd_exact
             from .minisd.experiments import design
 
@@ -102,8 +110,8 @@ def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> t
                                        float(r["guidance_scale"]), pipe.steps_offset)[0]
         else:
             got = next(iter(detect(pipe, [r["prompt"]], (r["method"],), (int(r["steps"]),), (int(r["n"]),),
-                                   seed=int(r["seed"]), opts=DetectOptions(num_inference_steps=int(man.get("num_steps", 50))),
-                                   log=lambda s: None)))
+                                   seed=int(r["seed"]), log=lambda s: None, opts=DetectOptions(
+                                       num_inference_steps=int(r.get("num_inference_steps") or man.get("num_steps", 50))))))
         if not _close(float(got["score"]), float(r["score"]), "detect"):
             out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']}@{r['steps']}, n={r['n']}, prompt "
                                 f"{r['prompt_index']})", r["score"], f"{float(got['score']):.6g}"))
@@ -226,7 +234,7 @@ def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]
     from .scoring import load_image
 
     rows = _read_csv(path)
-    man = _manifest(path)
+    man = _settings(path)
     pipe = X.load_model(man.get("model", "minisd"))
     out = []
     for i in picks:
@@ -252,9 +260,7 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     from .mitigation import generate
 
     rows = _read_csv(path)
-    named = path.parent / "model.json"  # notebook 07's per-model folders name their model there
-    pipe = X.load_model(json.loads(named.read_text(encoding="utf-8"))["model"] if named.exists()
-                        else _manifest(path).get("model", "minisd"))
+    pipe = X.load_model(_settings(path).get("model", "minisd"))
     copy_scorer, _ = load_evaluators()
     E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
     records = {r["caption"]: r for split in ("eval", "dev") for r in X.prompt_records("minisd", split)}

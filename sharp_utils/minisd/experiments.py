@@ -318,10 +318,13 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     from ..results import ResultWriter, evaluate_tables
 
     out_dir = Path(out_dir)
-    for d in {out_dir, Path(uncond_dir or out_dir)}:
-        if model_name and not (d / "manifest.json").exists() and not (d / "model.json").exists():
+    sail_kw = dict(alpha=0.05, loss="official", max_steps=sail_max_steps)
+    for d, info in ((out_dir, {"model": model_name, "sail_kw": sail_kw}), (Path(uncond_dir or out_dir), {"model": model_name})):
+        named = d / "model.json"
+        old = json.loads(named.read_text(encoding="utf-8")) if named.exists() else {}
+        if model_name and not (d / "manifest.json").exists() and not set(info) <= set(old):
             d.mkdir(parents=True, exist_ok=True)
-            (d / "model.json").write_text(json.dumps({"model": model_name}) + "\n", encoding="utf-8")
+            named.write_text(json.dumps(info | old) + "\n", encoding="utf-8")
     tc = copy_scorer.threshold
     uncond = regime_generations(model, copy_scorer, None, [("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0)],
                                 uncond_dir or out_dir, seed, num_steps, keep_images=())
@@ -378,8 +381,7 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     plan = [("none", 0.0), ("sail", sail_threshold)]
     for _ in run_mitigation(model, caps, plan, sail_n, out_dir, seed=seed, copy_scorer=copy_scorer,
                             references=reference_paths(sail_records, out_dir / "refs"),
-                            model_name=getattr(model, "name", ""), log=lambda s: None, batch=32,
-                            sail_kw=dict(alpha=0.05, loss="official", max_steps=sail_max_steps)):
+                            model_name=getattr(model, "name", ""), log=lambda s: None, batch=32, sail_kw=sail_kw):
         pass
     want = {(j, c, m, fmt_setting(v), g) for j, c in enumerate(caps) for m, v in plan for g in range(sail_n)}
     res = [r for r in read_mitigation(out_dir) if int(r["seed"]) == seed and (int(r["prompt_index"]), r["prompt"],
