@@ -240,6 +240,14 @@ def regime_generations(model: PipelineScoreModel, copy_scorer, alignment_scorer,
         return list(csv.DictReader(f))
 
 
+def regime_rows(rows: list[dict], group: str, records: list[dict], n: int, guidance: float, seed: int,
+                num_steps: int) -> list[dict]:
+    """The rows of ``group`` for generations 0..n−1 of each record, in record order (KeyError where one is missing)."""
+    by_key = {_regime_key(r): r for r in rows}
+    return [by_key[_regime_key({"group": group, "caption": r["caption"], "generation": g, "seed": seed,
+                                "guidance": guidance, "num_steps": num_steps})] for r in records for g in range(n)]
+
+
 def _regime_stem(row: dict) -> str:
     import hashlib
 
@@ -270,16 +278,9 @@ def regime_figures(model: PipelineScoreModel, copy_scorer, alignment_scorer, em_
     start = time.perf_counter()
     rows = regime_generations(model, copy_scorer, alignment_scorer, groups, out_dir, seed, num_steps)
     seconds = time.perf_counter() - start
-    by_key = {(r["group"], r["caption"], int(r["generation"]), int(r["seed"]), float(r["guidance"]),
-               int(r["num_steps"])): r for r in rows}
-
-    def sel(name):  # this call's rows of a group, in record order
-        _, recs, k, guidance = next(g for g in groups if g[0] == name)
-        return [by_key[(name, r["caption"], g, seed, float(guidance), num_steps)] for r in recs for g in range(k)]
-
     col = lambda rs, c: np.array([float(r[c]) for r in rs])
     tc, ta = copy_scorer.threshold, alignment_scorer.threshold
-    u, em, pm, nm = sel("uncond"), sel("em"), sel("pm"), sel("nmem")
+    u, em, pm, nm = (regime_rows(rows, *g, seed, num_steps) for g in groups)  # this call's rows, in record order
     own = col(em, "copy_own")  # EM records' train_ids = [the memorized image]
     images = lambda rs: torch.stack([load_image(Path(out_dir) / r["image"]) for r in rs]) if rs else torch.zeros(0)
     out = {"uncond_copy": float((col(u, "copy_em") > tc).mean()), "uncond_n": len(u),
@@ -315,7 +316,7 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     :func:`load_model` resolves) goes to ``model.json`` in each folder that has no manifest, for ``sharp verify``."""
     from ..detection import DetectOptions, detect
     from ..mitigation_run import fmt_setting, paired_lead, read_mitigation, run_mitigation
-    from ..results import ResultWriter, evaluate_tables
+    from ..results import ResultWriter, evaluate_tables, read_results
 
     out_dir = Path(out_dir)
     sail_kw = dict(alpha=0.05, loss="official", max_steps=sail_max_steps)
@@ -326,16 +327,13 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
             d.mkdir(parents=True, exist_ok=True)
             named.write_text(json.dumps(info | old) + "\n", encoding="utf-8")
     tc = copy_scorer.threshold
-    uncond = regime_generations(model, copy_scorer, None, [("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0)],
-                                uncond_dir or out_dir, seed, num_steps, keep_images=())
-    u = [float(r["copy_em"]) > tc for r in uncond if r["group"] == "uncond" and int(r["seed"]) == seed
-         and int(r["num_steps"]) == num_steps and int(r["generation"]) < n_uncond]
-    row = {"uncond_copy": float(np.mean(u)), "uncond_n": len(u), "uncond_copies": int(np.sum(u))}
-    got = regime_generations(model, copy_scorer, None, [("em", em_records, em_n, 7.5)], out_dir, seed, num_steps,
+    groups = {"uncond": ("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0), "em": ("em", em_records, em_n, 7.5)}
+    got = regime_generations(model, copy_scorer, None, [groups["uncond"]], uncond_dir or out_dir, seed, num_steps,
                              keep_images=())
-    by = {(r["caption"], int(r["generation"])): float(r["copy_own"]) for r in got if r["group"] == "em"
-          and int(r["seed"]) == seed and int(r["num_steps"]) == num_steps}
-    own = np.array([by[(r["caption"], g)] for r in em_records for g in range(em_n)])
+    u = np.array([float(r["copy_em"]) > tc for r in regime_rows(got, *groups["uncond"], seed, num_steps)])
+    row = {"uncond_copy": float(u.mean()), "uncond_n": len(u), "uncond_copies": int(u.sum())}
+    got = regime_generations(model, copy_scorer, None, [groups["em"]], out_dir, seed, num_steps, keep_images=())
+    own = np.array([float(r["copy_own"]) for r in regime_rows(got, *groups["em"], seed, num_steps)])
     row["em_copy"], row["em_n"] = float((own > tc).mean()), len(own)
     prompts = [r["caption"] for r in det_records]
     with ResultWriter(out_dir / "detect.csv") as w:
@@ -345,9 +343,8 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
         for r in detect(model, prompts, ("wen", "ours-fd"), (1, num_steps), (det_n,), seed=seed, batch_size=256,
                         opts=DetectOptions(num_inference_steps=num_steps), done=done, log=lambda s: None):
             w.write({**r, "model": getattr(model, "name", ""), "num_inference_steps": num_steps})
-    with (out_dir / "detect.csv").open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["seed"]) == seed and int(r["n"]) == det_n
-                and int(r["prompt_index"]) < len(prompts) and r["prompt"] == prompts[int(r["prompt_index"])]]
+    rows = [r for r in read_results(out_dir / "detect.csv") if int(r["seed"]) == seed and int(r["n"]) == det_n
+            and int(r["prompt_index"]) < len(prompts) and r["prompt"] == prompts[int(r["prompt_index"])]]
     mem = [det_records[int(r["prompt_index"])]["category"] in MEMORIZED for r in rows]
     tab = {(t["method"], t["steps"]): t["auc"] for t in evaluate_tables([r for r, m in zip(rows, mem) if m],
                                                                         [r for r, m in zip(rows, mem) if not m])}
