@@ -188,6 +188,148 @@ CLAIMS: dict[str, Claim] = {
                              "regime_ablation_minisd", kind="hypothesis"),
 }
 
+
+class Why(NamedTuple):
+    """What the paper says (with its numbers), and why this project's verdict is what it is: one or two sentences per
+    verdict a committed notebook has reached, pointing at the evidence."""
+    says: str
+    why: dict[str, str]
+
+
+_SHARP_END = "at the end of sampling"
+EXPLAINED: dict[str, Why] = {
+    "fig1-end": Why("memorized (narrow-mode) samples show large negative eigenvalues late in sampling; broad-mode "
+                    "samples stay near 0 (Fig. 1, no numbers)",
+                    {HELD: "The narrow mode's learned λ_min ends near −900 against −13.5 in the broad mode: a peak "
+                           "of width 0.005 is sharp " + _SHARP_END + " whatever the network."}),
+    "fig1-middle": Why("the separation is visible from the middle of sampling on (Fig. 1)",
+                       {NOT_HELD: "At t = 500 of DDPM's linear schedule both modes are blurred to covariance ≈ 0.92 I, "
+                                  "so even the exact density has λ_min ≈ −1.1 in both; a 10× separation starts near "
+                                  "t = 45."}),
+    "fig2-design": Why("App. C: guided '9' collapses onto the one duplicated nine; '3' generates new threes",
+                       {INCONCLUSIVE: "95 % of 64 nines copy (held); 0 of 64 threes copy, but 64 samples cannot put "
+                                      "the interval (0–5.7 %) under 5 %: the regime claim decides it on 600."}),
+    "mnist-appc-regime": Why("App. C's regime: the unconditional branch learns every image once, so memorization "
+                             "lives in the conditional branch",
+                             {HELD: "Measured on 3,200 generations of the App. C checkpoint: all three rates sit "
+                                    "on their side of the bars fixed before training."}),
+    "fig2-first": Why("memorized samples have more and larger negative eigenvalues already at t = T−1 (Fig. 2a)",
+                      {INCONCLUSIVE: "At the first step every spectrum is ≈ −1/σ_t² ≈ −1 (x_T is almost pure "
+                                     "noise): no eigenvalue is non-negative in either class and the top-10 means "
+                                     "differ by < 0.01.",
+                       HELD: "Both counts and top-10 means separate the classes at the first step."}),
+    "fig2-last": Why("memorized samples have more and larger negative eigenvalues at t = 1 (Fig. 2b)",
+                     {HELD: "At t = 1 generated nines sit on the one training nine: no non-negative eigenvalue (vs 18) "
+                            "and top-10 means twice as negative."}),
+    "fig2-exact-first": Why("(ideal model) the memorized class is sharper at t = T−1",
+                            {HELD: "The '9' density is one point, so its Hessian is −I/σ_t², the sharpest possible; "
+                                   "the threes' mixture is a hair less sharp (by 1.3e-5 in units of 1/σ_t²)."}),
+    "fig2-exact-last": Why("(ideal model) the memorized class is sharper at t = 1",
+                           {INCONCLUSIVE: "The exact density puts every sample on a training image at t = 1, threes "
+                                          "included: both classes sit at −1/σ_t², a tie."}),
+    "alg1-few-iterations": Why("Alg. 1: a few Arnoldi iterations (m ≪ d) reveal the difference; §5.1's finite "
+                               "difference replaces the JVP",
+                               {HELD: "At m = 10 the Ritz values are far from converged (40 % error) but already "
+                                      "separate the classes; the forward FD ranks samples as the JVP does."}),
+    "minisd-uncond": Why("(stand-in bar) SD's unconditional branch rarely reproduces a memorized image",
+                         {HELD: "v2's unconditional pool holds each EM image once among 2,000 (App. C's design): 2 "
+                                "of 1,000 samples copy one."}),
+    "minisd-em": Why("(stand-in bar) memorized prompts copy their image at guidance 7.5",
+                     {HELD: "90 % of 240 EM generations copy; 45 of 60 prompts copy in all 4."}),
+    "minisd-pm": Why("(stand-in bar) template-memorized prompts copy a layout, not the content",
+                     {HELD: "Every PM generation carries its frame and none copies a training image's content."}),
+    "minisd-nmem": Why("(stand-in bar) non-memorized prompts give novel, aligned images",
+                       {INCONCLUSIVE: "Copies (0.8 %) and alignment (90.0 % of 400) both have intervals across "
+                                      "their bars: alignment sits exactly on its line."}),
+    "alg1-exact": Why("Alg. 1's Arnoldi with Hessian-vector products finds the sharpest eigenvalues",
+                      {HELD: "With Krylov dimension 101 the 3 most negative Ritz values match the dense spectrum to "
+                             "float32 noise."}),
+    "fig3-first": Why("memorized prompts: fewer non-negative, larger negative eigenvalues at t = T−1 (Fig. 3)",
+                      {NOT_HELD: "At the first step every spectrum is ≈ −1 (pure noise): counts tie at 0 and PM's "
+                                 "top-10 mean is a hair *less* negative (+0.003) than the non-memorized prompts'."}),
+    "fig3-last": Why("memorized prompts: fewer non-negative, larger negative eigenvalues at t = 1 (Fig. 3)",
+                     {NOT_HELD: "Memorized prompts do have fewer non-negative eigenvalues, but their 10 most negative "
+                                "are *less* negative (EM −469 vs −554): MiniSD's non-memorized images are also "
+                                "sharp peaks at t = 1."}),
+    "fig3-em-pm-first": Why("EM is sharper than PM (Fig. 3)",
+                            {HELD: "EM's top-10 mean is below PM's at the first step, by 0.005 (tiny but "
+                                   "consistent over 20 prompts each)."}),
+    "fig3-em-pm-last": Why("EM is sharper than PM (Fig. 3)", {HELD: "At t = 1 EM's top-10 mean is 127 below PM's."}),
+    "fig3-exact-first": Why("(ideal model) memorized prompts sharper at t = T−1",
+                            {INCONCLUSIVE: "EM captions, one image each, are sharper (held); PM captions are many "
+                                           "images with one frame and do not differ from non-memorized ones."}),
+    "fig3-exact-last": Why("(ideal model) memorized prompts sharper at t = 1",
+                           {INCONCLUSIVE: "At t = 1 the exact density sits on a training image for every caption: "
+                                          "all categories tie at −1/σ_t²."}),
+    "fig5-middle": Why("memorized prompts: the conditional Hessian's eigenvalues sit further below the "
+                       "unconditional one's than non-memorized prompts' (Fig. 5, t = 20)",
+                       {INCONCLUSIVE: "PM's gap is larger (held), EM's interval just crosses 0 (−3.2, −5.9 to 0.3)."}),
+    "fig5-last": Why("... and at t = 1 (Fig. 5)",
+                     {INCONCLUSIVE: "EM's gap is far larger (held); PM's is not distinguishable from non-memorized "
+                                    "prompts'."}),
+    "fig5-first": Why("(extension) the same gap at t = T−1, where the paper's detector works",
+                      {NOT_HELD: "At the first step PM's gap is smaller than non-memorized prompts' and EM's ties."}),
+    "fig5-exact-appc": Why("(extension, ideal model) the same gap at t = T−1",
+                           {INCONCLUSIVE: "EM captions (one image, not in the unconditional pool's majority) show "
+                                          "the gap; PM captions do not."}),
+    "lemma-4.1-4.3": Why("Lemma 4.1: E‖s‖² = −tr H; Lemma 4.3: E‖Hs‖² = −tr H³ for a Gaussian",
+                         {HELD: "Monte-Carlo means match the closed forms on 40 random Gaussians (after correcting "
+                                "Lemma 4.3's H = −Σ to −Σ⁻¹)."}),
+    "lemma-4.2-sec-4.4": Why("Lemma 4.2 (Wen's metric) and §4.4 (‖H^Δ s^Δ‖²) in closed form",
+                             {HELD: "Both match Monte-Carlo on 40 pairs once the eigenvalues are those of −H, not H "
+                                    "(the paper's statement flips a sign)."}),
+    "appA4-identity": Why("App. A.4: E‖s^Δ‖² equals the squared Fisher–Rao distance to second order",
+                          {HELD: "At Σ = I (the start of sampling) the ratio is 1.0000 at ε = 1e-4."}),
+    "appA4-general": Why("App. A.4's expansion for a general Σ",
+                         {NOT_HELD: "The appendix drops a Σ⁻¹: the ratio is 2.45 for a general Σ and 1.000 with it "
+                                    "restored."}),
+    "fig4-mnist-lemma-4.1": Why("Fig. 4: ‖s‖² tracks −tr H (log-log, points on the diagonal)",
+                                {NOT_HELD: "Pooled over timesteps r is high only because σ_t scales both; within a "
+                                           "timestep ‖s‖² is anti-correlated with −tr H. The lemma is about an "
+                                           "expectation, not single samples."}),
+    "fig4-mnist-lemma-4.3": Why("Fig. 4: ‖Hs‖² tracks −tr H³",
+                                {NOT_HELD: "It correlates within a timestep but is ≈ 3× low at large t: the learned "
+                                           "s ≈ −x there, and the radial derivative is what training constrains "
+                                           "least."}),
+    "fig4-sd-lemma-4.1": Why("Fig. 4 (SD): ‖s‖² tracks −tr H",
+                             {NOT_HELD: "The ratios sit near 1 but within a step ‖s‖² is anti-correlated with −tr H, "
+                                        "as on MNIST."}),
+    "fig4-sd-lemma-4.3": Why("Fig. 4 (SD): ‖Hs‖² tracks −tr H³",
+                             {NOT_HELD: "‖Hs‖² correlates with −tr H³ only from step 26 on, and runs 0.5–0.8× low."}),
+    "fig4-sd-first": Why("(extension) memorized prompts have the larger −tr H at the first step",
+                         {INCONCLUSIVE: "The median difference is +0.99 but its interval (−0.65 to 1.74, 14 vs 7 "
+                                        "prompts) crosses 0."}),
+    "table1-vs-wen": Why("Table 1 (SD v1.4, n = 4): ours@1 AUC 0.998, TPR@1%FPR 0.982 vs Wen@1 0.992 / 0.944",
+                         {NOT_HELD: "On MiniSD v2 ours@1 reaches AUC 0.666 against Wen@1's 0.764; the exact density "
+                                    "agrees (0.708 vs 0.833), so the ranking is a property of this data, not of an "
+                                    "undertrained network."}),
+    "table1-vs-full": Why("Table 1: ours@1 matches full-trajectory methods (BE 0.997, Wen@50 0.996 at n = 4)",
+                          {NOT_HELD: "Wen@50 (0.951) and BE (0.945) work as in the paper; ours@1 is 0.285 below."}),
+    "table1-exact-appc": Why("(ideal model) Table 1's ours@1 > Wen@1",
+                             {NOT_HELD: "On the exact density ours@1 is 0.125 below Wen@1: first-step sharpness of "
+                                        "a single memorized image is not what separates MiniSD's prompts."}),
+    "fig6-lower": Why("Fig. 6: SAIL lowers SSCD (copying) on SD while keeping CLIP score (no table of numbers)",
+                      {INCONCLUSIVE: "Started from the unmitigated x_T, 413 of 600 x_T already met ℓ_thres at step 0, "
+                                     "and the optimised ones still land in the memorized basin: the copy score stays "
+                                     "at 0.92."}),
+    "fig6-pareto": Why("Fig. 6: SAIL's curve dominates every baseline's",
+                       {INCONCLUSIVE: "SAIL does not move the copy score, so it only leads on alignment, by "
+                                      "amounts whose intervals mostly cross 0."}),
+    "fig6-shell": Why("§5: the α‖x_T‖² term keeps x_T on the Gaussian shell", {
+        HELD: "Every optimised x_T has ‖x_T‖²/d within 0.18 of 1."}),
+    "fig6-exact-appc": Why("(ideal model) SAIL lowers the copy score",
+                           {INCONCLUSIVE: "On the exact density SAIL leaves the copy score where it was too (−0.016, "
+                                          "−0.052 to 0.012)."}),
+    "regime-v2": Why("(ours) v2 sits in SD's regime (App. C's pool) and the first MiniSD does not",
+                     {HELD: "Unconditional copies follow the pool: 0.2 % on v2, 25.4 % on the first MiniSD."}),
+    "regime-exact-sail": Why("(ours) SAIL helps where an EM caption has other modes to escape to",
+                             {INCONCLUSIVE: "With single-image captions SAIL cannot move (held), but with dominant-mode "
+                                            "ones its drop (+0.005) has a wide interval across 0."}),
+    "regime-exact-wen50": Why("(ours) App. C's pool makes Wen@50 detect better on the exact density",
+                              {NOT_HELD: "It detects worse (−0.248): with every image in the unconditional pool, "
+                                         "late-step s^Δ vanishes for every category."}),
+}
+
 VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE)
 _LINE = re.compile(r"^claim \[(?P<key>[\w.-]+)\] (?P<verdict>held|not held|inconclusive): .*? \| (?P<evidence>.*)$")
 
@@ -223,6 +365,13 @@ def judge(key: str, *evidence: Ev | Sequence[Ev]) -> tuple[str, list[tuple[Test,
     return combine([v for _, _, vs in parts for v in vs]), parts
 
 
+class Verdict(str):
+    """A verdict string that Jupyter does not echo when a cell ends with :func:`report` (its line is printed)."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def report(key: str, *evidence: Ev | Sequence[Ev], note: str = "") -> str:
     """Print ``claim [key] VERDICT: claim | test: evidence (claim: side line) ...`` for claim ``key``; return VERDICT."""
     if key not in CLAIMS:
@@ -233,8 +382,66 @@ def report(key: str, *evidence: Ev | Sequence[Ev], note: str = "") -> str:
         several = len(evs) > 1 or len(parts) > 1  # name each verdict where more than one decides the claim
         items = "; ".join(evidence_text(test, e) + (f" ({w})" if several else "") for e, w in zip(evs, vs))
         texts.append(f"{test.stat} {_line_text(test)}: {items}")
-    print(f"claim [{key}] {v}: {CLAIMS[key].text} | " + " · ".join(texts) + (f" · {note}" if note else ""))
-    return v
+    evidence_line = " · ".join(texts) + (f" · {note}" if note else "")
+    print(f"claim [{key}] {v}: {CLAIMS[key].text} | {evidence_line}")
+    _REPORTED[key] = (v, evidence_line)
+    return Verdict(v)
+
+
+_REPORTED: dict[str, tuple[str, str]] = {}  # what report() printed in this process: {key: (verdict, evidence)}
+_RESULTS_MD = Path(__file__).resolve().parent.parent / "docs" / "results.md"
+
+
+def results_section(notebook: str) -> str:
+    """The anchor of docs/results.md's section on ``notebook`` (its heading starts with the notebook's number)."""
+    for h in re.findall(r"^## (.+)$", _RESULTS_MD.read_text(encoding="utf-8"), re.M):
+        if h.startswith(notebook[:2] + " "):
+            return re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+    raise KeyError(f"docs/results.md has no '## {notebook[:2]} ...' section: add one for {notebook}")
+
+
+def explain(key: str, verdict_: str) -> str:
+    """Why claim ``key`` came out ``verdict_`` (:data:`EXPLAINED`), or a pointer to the evidence where no reason is
+    recorded for that verdict (the result changed since the reason was written)."""
+    why = EXPLAINED[key].why.get(verdict_)
+    return why or f"(no reason recorded for '{verdict_}': the result changed; see the evidence and docs/results.md)"
+
+
+class VerdictTable:
+    """The verdicts of one notebook's claims, as a Markdown table in Jupyter and as text elsewhere."""
+
+    def __init__(self, notebook: str, results: dict[str, tuple[str, str]]):
+        self.notebook = notebook
+        self.rows = [(key, CLAIMS[key], *results[key]) for key in CLAIMS
+                     if CLAIMS[key].notebook == notebook and key in results]
+        self.missing = [k for k, c in CLAIMS.items() if c.notebook == notebook and k not in results]
+
+    def _repr_markdown_(self) -> str:
+        out = ["| claim | the paper says | measured here: statistic [95 % CI], n | verdict | why |",
+               "| --- | --- | --- | --- | --- |"]
+        for key, c, v, ev in self.rows:
+            kind = "" if c.kind == "paper" else f" ({c.kind})"
+            cells = [f"`{key}` {c.paper}{kind} on {c.model}: {c.text}", EXPLAINED[key].says, ev,
+                     f"**{v}**", explain(key, v)]
+            out.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+        anchor = results_section(self.notebook)
+        out.append(f"\nEvidence and setup: [docs/results.md]({'../docs/results.md#' + anchor}); terms: "
+                   "[glossary](../docs/glossary.md).")
+        if self.missing:
+            out.append(f"\nNot reported in this run (profile or model): {', '.join(self.missing)}.")
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        lines = [f"{key}: {v} — {explain(key, v)}" for key, _, v, _ in self.rows]
+        return "\n".join(lines + ([f"not reported: {', '.join(self.missing)}"] if self.missing else []))
+
+
+def verdicts(notebook: str) -> VerdictTable:
+    """The verdict section a notebook ends with: per claim it reported in this kernel, the paper's statement, the
+    evidence, the verdict and why (from :data:`EXPLAINED`)."""
+    if notebook not in _NB.values():
+        raise KeyError(f"{notebook!r} is not a notebook of sharp_utils.claims: use one of {sorted(_NB.values())[1:]}")
+    return VerdictTable(notebook, _REPORTED)
 
 
 def parse_claims(text: str) -> dict[str, tuple[str, str]]:

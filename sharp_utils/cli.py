@@ -196,6 +196,7 @@ def _plot_tradeoff(args: argparse.Namespace) -> int:
 
     rows = read_mitigation(args.dir)
     ax = plot_tradeoff(rows)
+    ax.legend(fontsize=7)
     written = savefig(ax.figure, "tradeoff", directory=args.dir)
     plt.close(ax.figure)
     fig = plot_grid(rows, args.dir, n_prompts=args.grid_prompts)

@@ -242,57 +242,131 @@ def tradeoff_points(rows: list[dict]) -> dict[str, list[tuple[float, float, floa
     return dict(out)
 
 
-def plot_tradeoff(rows: list[dict], ax=None):
-    """Figure 6 (left): mean copy score vs mean alignment, a line per method through its settings, + no mitigation."""
+_LABELS = {"none": "no mitigation", "sail": "SAIL", "sail-official": "SAIL, official loss",
+           "redraw": "re-draw control"}
+_STYLE = {"none": dict(marker="*", ms=14, color="k"), "sail": dict(marker="D", ms=6, color="tab:purple"),
+          "sail-official": dict(marker="s", ms=5, color="tab:brown"), "redraw": dict(marker="x", ms=6, color="tab:gray"),
+          "rta": dict(marker="o", ms=5, color="tab:red"), "rna": dict(marker="o", ms=5, color="tab:green"),
+          "wen": dict(marker="o", ms=5, color="tab:pink"), "ren": dict(marker="o", ms=5, color="tab:orange")}
+
+
+def tradeoff_intervals(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per method and setting: mean copy score and alignment over prompts (each prompt's mean over its
+    generations), each with a bootstrap 95 % interval over prompts — Figure 6's points with their error bars."""
+    import numpy as np
+
+    from .stats import bootstrap_ci
+
+    out: dict = defaultdict(list)
+    for m, s in sorted({(r["method"], float(r["setting"])) for r in rows}):
+        pt = {"setting": s}
+        for col in ("copy_score", "alignment"):
+            v = np.array(list(per_prompt_means(rows, m, s, col).values()))
+            pt[col] = float(v.mean()) if len(v) else float("nan")
+            pt[col + "_ci"] = bootstrap_ci(np.mean, v) if len(v) > 1 else (pt[col], pt[col])
+        out[m].append(pt)
+    return dict(out)
+
+
+def tradeoff_frame(rows: list[dict], copy_threshold: float | None = None):
+    """Figure 6's numbers as a DataFrame: per (method, setting) the mean copy score and alignment over prompts with
+    their 95 % intervals and, given the copy threshold, the share of images above it."""
+    import pandas as pd
+
+    out = []
+    for m, vals in tradeoff_intervals(rows).items():
+        for v in vals:
+            row = {"method": m, "setting": round(v["setting"], 4), "copy": round(v["copy_score"], 3),
+                   "copy 95% CI": "[{:.3f}, {:.3f}]".format(*v["copy_score_ci"]), "alignment": round(v["alignment"], 3),
+                   "alignment 95% CI": "[{:.3f}, {:.3f}]".format(*v["alignment_ci"])}
+            if copy_threshold is not None:
+                sc = [float(r["copy_score"]) for r in rows if r["method"] == m and float(r["setting"]) == v["setting"]]
+                row["above copy threshold"] = round(sum(c > copy_threshold for c in sc) / len(sc), 3)
+            out.append(row)
+    order = {m: i for i, m in enumerate(MITIGATION_METHODS)}
+    return pd.DataFrame(out).sort_values(["method", "setting"], key=lambda c: c.map(order) if c.name == "method"
+                                         else c).reset_index(drop=True)
+
+def plot_tradeoff(rows: list[dict], ax=None, methods=None, labelled=("sail", "rta", "rna", "wen", "ren"),
+                  unlabelled_box=None, bar_alpha=0.9):
+    """Figure 6 (left): mean copy score against mean alignment per (method, setting), a line per method through its
+    settings, error bars = 95 % intervals over prompts; ``methods`` restricts what is drawn (e.g. a zoomed panel),
+    ``labelled`` names the methods whose settings are written beside their points, except inside ``unlabelled_box``
+    (x0, x1, y0, y1: a region a zoomed panel shows)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.2))
-    pts = tradeoff_points(rows)
-    for m, vals in pts.items():
-        xs = [v[2] for v in vals]
-        ys = [v[1] for v in vals]
-        if m == "none":
-            ax.scatter(xs, ys, marker="*", s=160, color="k", zorder=5, label="no mitigation")
-            continue
-        label = {"sail": "SAIL", "sail-official": "SAIL, official loss", "redraw": "re-draw control"}.get(m, m.upper())
-        # SAIL's rows as large hollow markers drawn above the rest: visible where they coincide with other points
-        mk = {"sail": dict(marker="D", ms=11, mfc="none", mew=1.8, zorder=7),
-              "sail-official": dict(marker="s", ms=8, mfc="none", mew=1.4, zorder=7),
-              "redraw": dict(marker="x", ms=7, mew=1.4, ls="--", zorder=8)}.get(m, dict(marker="o"))
-        ax.plot(xs, ys, label=label, lw=2 if m == "sail" else 1.2, **mk)
-        if m not in ("sail-official", "redraw"):  # their settings are SAIL's
-            for s, y, x, _ in vals:
-                ax.annotate(f"{s:.4g}", (x, y), fontsize=6, xytext=(3, -8 if m == "sail" else 2), textcoords="offset points")
+    pts = tradeoff_intervals(rows)
+    for m in [m for m in MITIGATION_METHODS if m in pts and (methods is None or m in methods)]:
+        vals = pts[m]
+        x = [v["alignment"] for v in vals]
+        y = [v["copy_score"] for v in vals]
+        xerr = [[v["alignment"] - v["alignment_ci"][0] for v in vals], [v["alignment_ci"][1] - v["alignment"] for v in vals]]
+        yerr = [[v["copy_score"] - v["copy_score_ci"][0] for v in vals], [v["copy_score_ci"][1] - v["copy_score"] for v in vals]]
+        st = _STYLE.get(m, dict(marker="o", ms=5, color=None))
+        line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, ls="--" if m in ("redraw", "sail-official") else "-",
+                           lw=1.8 if m == "sail" else 1.0, elinewidth=0.6, capsize=1.5,
+                           label=_LABELS.get(m, m.upper()), zorder=6 if m.startswith("sail") else 4, **st)
+        for bars in line[2]:
+            bars.set_alpha(bar_alpha)
+        if m in labelled:
+            for k, v in enumerate(vals):
+                if unlabelled_box and (unlabelled_box[0] <= v["alignment"] <= unlabelled_box[1]
+                                       and unlabelled_box[2] <= v["copy_score"] <= unlabelled_box[3]):
+                    continue
+                off = (5, 2) if k % 2 == 0 else (-24, -7)  # alternate sides: neighbouring settings do not overlap
+                ax.annotate(f"{v['setting']:.4g}", (v["alignment"], v["copy_score"]), fontsize=6, xytext=off,
+                            textcoords="offset points", color=st.get("color"))
     ax.set_xlabel("alignment (higher is better)")
     ax.set_ylabel("copy score (lower is better)")
-    ax.legend(fontsize=8)
     return ax
 
 
-def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generation: int = 0):
-    """Qualitative grid: for a few prompts, the unmitigated image and each method's middle setting, same seed."""
+def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generation: int = 0,
+              references: list[list[Path]] | None = None):
+    """Qualitative grid: per prompt, its training image (``references``), the unmitigated image and each method's
+    image from the same seed. SAIL (and its re-draw control) shows the setting where SAIL's image differs most from
+    the unmitigated one (written under the image); the baselines their middle setting. Prompts: those where SAIL changes its image most first."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     by = {(int(r["prompt_index"]), r["method"], float(r["setting"]), int(r["generation"])): r for r in rows}
-    prompts = sorted({k[0] for k in by})[:n_prompts]
+    img = lambda r: load_image(out_dir / r["image"])
     methods = ["none"] + [m for m in MITIGATION_METHODS[1:] if any(k[1] == m for k in by)]
-    mid = {}
-    for m in methods:
-        s = sorted({k[2] for k in by if k[1] == m})
-        mid[m] = s[len(s) // 2] if s else None
-    fig, axes = plt.subplots(len(prompts), len(methods), figsize=(1.6 * len(methods), 1.6 * len(prompts)), squeeze=False)
+    settings = {m: sorted({k[2] for k in by if k[1] == m}) for m in methods}
+    mid = {m: s[len(s) // 2] for m, s in settings.items() if s}
+
+    def sail_change(pi):  # (largest mean |pixel difference| of SAIL's image to the unmitigated one, its setting)
+        base = by.get((pi, "none", 0.0, generation))
+        cands = [(float((img(by[(pi, "sail", s, generation)]) - img(base)).abs().mean()), s)
+                 for s in settings.get("sail", []) if base is not None and (pi, "sail", s, generation) in by]
+        return max(cands) if cands else (0.0, mid.get("sail"))
+
+    change = {pi: sail_change(pi) for pi in sorted({k[0] for k in by})}
+    prompts = sorted(change, key=lambda pi: -change[pi][0])[:n_prompts]
+    cols = (["training image"] if references else []) + methods
+    fig, axes = plt.subplots(len(prompts), len(cols), figsize=(1.5 * len(cols), 1.75 * len(prompts)), squeeze=False)
     for i, pi in enumerate(prompts):
-        for j, m in enumerate(methods):
+        for j, col in enumerate(cols):
             ax = axes[i][j]
-            ax.axis("off")
-            r = by.get((pi, m, mid[m], generation))
-            if r is None:
-                continue
-            ax.imshow(load_image(out_dir / r["image"]).permute(1, 2, 0).numpy())
+            ax.set_xticks([]); ax.set_yticks([])
+            if col == "training image":
+                if references[pi]:
+                    ax.imshow(load_image(references[pi][0]).permute(1, 2, 0).numpy())
+                ax.set_xlabel(f"prompt {pi}", fontsize=7)
+            else:
+                same = col in ("sail", "redraw")  # the re-draw control at SAIL's setting: its x_T before optimising
+                s = change[pi][1] if same else (0.0 if col == "none" else mid.get(col))
+                r = by.get((pi, col, s, generation))
+                if r is None:
+                    ax.axis("off")
+                    continue
+                ax.imshow(img(r).permute(1, 2, 0).numpy())
+                ax.set_xlabel(("" if col == "none" else f"{s:.4g} · ") + f"copy {float(r['copy_score']):.2f}", fontsize=6)
             if i == 0:
-                ax.set_title(m if m == "none" else f"{m} {mid[m]:g}", fontsize=8)
+                ax.set_title(_LABELS.get(col, col.upper()) if col != "training image" else col, fontsize=7)
+    fig.tight_layout()
     return fig
 
 

@@ -142,6 +142,40 @@ def evaluate_tables(mem_rows: list[dict], nmem_rows: list[dict]) -> list[dict]:
     return out
 
 
+# Table 1 of Jeon et al. 2025: (method, steps, n) -> (SD v1.4 AUC, TPR@1%FPR, SD v2.0 AUC, TPR@1%FPR)
+PAPER_TABLE1 = {
+    ("tiled-l2", 50, 4): (0.908, 0.088, 0.792, 0.114), ("tiled-l2", 50, 16): (0.94, 0.232, 0.907, 0.114),
+    ("le", 1, 1): (0.846, 0.116, 0.848, 0), ("le", 1, 4): (0.839, 0.13, 0.853, 0),
+    ("le", 1, 16): (0.832, 0.124, 0.851, 0),
+    ("ae", 50, 1): (0.606, 0, 0.809, 0), ("ae", 50, 4): (0.628, 0, 0.82, 0), ("ae", 50, 16): (0.598, 0, 0.817, 0),
+    ("be", 50, 1): (0.986, 0.95, 0.983, 0.908), ("be", 50, 4): (0.997, 0.98, 0.99, 0.945),
+    ("be", 50, 16): (0.997, 0.982, 0.99, 0.949),
+    ("wen", 1, 1): (0.976, 0.896, 0.948, 0.739), ("wen", 1, 4): (0.992, 0.944, 0.98, 0.876),
+    ("wen", 1, 16): (0.99, 0.928, 0.983, 0.881),
+    ("wen", 5, 1): (0.991, 0.932, 0.969, 0.885), ("wen", 5, 4): (0.997, 0.978, 0.984, 0.917),
+    ("wen", 5, 16): (0.998, 0.982, 0.987, 0.931),
+    ("wen", 50, 1): (0.983, 0.948, 0.982, 0.904), ("wen", 50, 4): (0.996, 0.982, 0.99, 0.949),
+    ("wen", 50, 16): (0.998, 0.98, 0.991, 0.945),
+    ("ours-fd", 1, 1): (0.987, 0.908, 0.959, 0.74), ("ours-fd", 1, 4): (0.998, 0.982, 0.991, 0.895),
+    ("ours-jvp", 1, 1): (0.987, 0.908, 0.959, 0.74), ("ours-jvp", 1, 4): (0.998, 0.982, 0.991, 0.895),
+}
+
+
+def table1_frame(table: list[dict], extra: dict[str, dict] | None = None):
+    """Table 1 as a DataFrame: per (method, steps, n) of :func:`evaluate_tables` our AUC and TPR@1%FPR beside the
+    paper's SD v1.4 / v2.0 numbers; ``extra`` adds columns {name: {(method, steps, n): value}}."""
+    import pandas as pd
+
+    out = []
+    for r in table:
+        key = (r["method"], r["steps"], r["n"])
+        p = PAPER_TABLE1.get(key, (np.nan,) * 4)
+        out.append({"method": key[0], "steps": key[1], "n": key[2], "AUC": round(r["auc"], 3),
+                    "TPR@1%FPR": round(r["tpr@1%fpr"], 3), "paper SD1.4 AUC": p[0], "paper SD1.4 TPR": p[1],
+                    "paper SD2.0 AUC": p[2], "paper SD2.0 TPR": p[3],
+                    **{name: round(col[key], 3) if key in col else np.nan for name, col in (extra or {}).items()}})
+    return pd.DataFrame(out)
+
 def markdown_table(rows: list[dict]) -> str:
     head = "| method | steps | n | AUC | TPR@1%FPR | TPR@3%FPR | mem | non-mem | s/prompt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     body = [f"| {r['method']} | {r['steps']} | {r['n']} | {r['auc']:.3f} | {r['tpr@1%fpr']:.3f} | {r['tpr@3%fpr']:.3f} | "

@@ -76,3 +76,9 @@ def sample_ddim(
         a_prev = alpha_bar_prev(model, t, num_steps).to(x)
         x = ddim_step(x, eps, a, a_prev)
     return x
+
+
+def step_label(index: int, timesteps: list[int]) -> str:
+    """The notebooks' one timestep convention: 'step k of N (t = …)' for the 0-based ``index`` into the DDIM
+    ``timesteps`` (step 1 of N is the paper's t = T−1, step N its t = 1; docs/glossary.md#timesteps)."""
+    return f"step {index + 1} of {len(timesteps)} (t = {timesteps[index]})"

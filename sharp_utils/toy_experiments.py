@@ -199,3 +199,69 @@ def memorization_summary(samples: Tensor, train: Tensor, train_reference: Tensor
     d, _ = nearest_distance(samples, train)
     return {"threshold": thr, "copied_fraction": float((d < thr).double().mean()),
             "median_nn_distance": float(d.median()), "median_train_nn_distance": spacing}
+
+
+# ---------------------------------------------------------------- Figure 1 (notebook 01)
+
+
+def learned_eigenvalues(model: TorchScoreModel, ts: list[int], xs: Tensor) -> Tensor:
+    """Real parts of the eigenvalues of the learned 2×2 score Jacobian H_θ(x_t) at every state of a trajectory,
+    ascending: (steps, samples, 2), float64 (Figure 1 of Jeon et al. 2025; a learned Jacobian is not symmetric)."""
+    from .hessian import jacobian_batched
+
+    eig = torch.empty(len(ts), xs.shape[1], 2, dtype=torch.float64)
+    for i, (t, xt) in enumerate(zip(ts, xs)):
+        J = jacobian_batched(model.score_fn(t), xt, mode="reverse")
+        eig[i] = torch.linalg.eigvals(J.double()).real.sort(dim=1).values
+    return eig
+
+
+def exact_lambda_min(model: TorchScoreModel, ts: list[int], xs: Tensor, **overrides) -> Tensor:
+    """λ_min of the exact Hessian of the diffused training mixture p_t = Σ_k w_k N(√ᾱ_t μ_k, (ᾱ_t σ_k² + 1 − ᾱ_t) I)
+    at the same states: (steps, samples) — the ideal model of Figure 1's data (``overrides`` change TOY_MIXTURE)."""
+    from .gaussian import GaussianMixture
+    from .toy import TOY_MIXTURE
+
+    p = {**TOY_MIXTURE, **overrides}
+    w = torch.tensor([p["mem_fraction"], 1 - p["mem_fraction"]], dtype=torch.float64)
+    mu = torch.tensor([p["mean_mem"], p["mean_gen"]], dtype=torch.float64)
+    sd = torch.tensor([p["std_mem"], p["std_gen"]], dtype=torch.float64)
+    out = torch.empty(len(ts), xs.shape[1], dtype=torch.float64)
+    for i, (t, xt) in enumerate(zip(ts, xs)):
+        a = model.alpha_bar(t)
+        mix = GaussianMixture(w, a.sqrt() * mu, (a * sd ** 2 + 1 - a).sqrt())
+        out[i] = torch.linalg.eigvalsh(mix.hessian(xt.double()))[:, 0]
+    return out
+
+
+def separation(lam_min: Tensor, mem: Tensor, i: int) -> float:
+    """How many times more negative the memorized samples' median λ_min is at step index i (Figure 1's contrast)."""
+    return float(lam_min[i, mem].median() / lam_min[i, ~mem].median())
+
+
+def separated_from(lam_min: Tensor, mem: Tensor, ts: list[int], factor: float = 10.0) -> int | None:
+    """The earliest timestep from which the separation stays ≥ ``factor`` until the end of sampling (None: never)."""
+    ok = [separation(lam_min, mem, i) >= factor for i in range(len(ts))]
+    bad = [i for i, good in enumerate(ok) if not good]
+    if not bad:
+        return ts[0]
+    return ts[bad[-1] + 1] if bad[-1] + 1 < len(ts) else None
+
+
+def plot_score_field(ax, model: TorchScoreModel, t: int, train: Tensor, is_mem: Tensor, extent: float = 3.0):
+    """Figure 1(a): directions of the learned score on a grid at timestep t (colour: log₁₀ of its norm) over the
+    training points of both modes."""
+    import numpy as np
+
+    g = torch.linspace(-extent, extent, 25)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        s = model.score(grid, t)
+    mag = s.norm(dim=1)
+    u = (s / mag[:, None]).numpy()
+    q = ax.quiver(grid[:, 0], grid[:, 1], u[:, 0], u[:, 1], np.log10(mag.numpy()), cmap="viridis", scale=35,
+                  width=0.004)
+    ax.figure.colorbar(q, ax=ax, label=r"$\log_{10}\|s_\theta(x, t)\|$")
+    ax.scatter(train[~is_mem, 0], train[~is_mem, 1], s=2, c="tab:blue", alpha=0.3, label="training (broad mode)")
+    ax.scatter(train[is_mem, 0], train[is_mem, 1], s=6, c="tab:red", label="training (narrow mode)")
+    ax.set_aspect("equal")
