@@ -17,13 +17,21 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 recompute=0
 if [ "${1:-}" = "--recompute" ]; then recompute=1; shift; fi
 if [ "$#" -gt 0 ]; then nbs=("$@"); else nbs=(notebooks/[0-9][0-9]_*.ipynb); fi
+# each notebook's wall time and peak memory are appended to bench/results/notebooks.csv (with date and machine)
+timing=$(mktemp)
+device="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) cores"
+[ -f bench/results/notebooks.csv ] || echo "date,device,profile,threads,notebook,seconds,peak_mib" > bench/results/notebooks.csv
 for nb in "${nbs[@]}"; do
   if [ "$recompute" = 1 ]; then rm -rf "results/$(basename "$nb" .ipynb)"; fi
   echo "== $nb (profile=$PROFILE)"
-  start=$(date +%s)
-  papermill "$nb" "$nb" -k sharp -p profile "$PROFILE" --cwd notebooks --no-progress-bar
+  # wall time and peak memory of papermill and its kernel (scripts/measure.py)
+  python scripts/measure.py "$timing" -- papermill "$nb" "$nb" -k sharp -p profile "$PROFILE" --cwd notebooks \
+    --no-progress-bar
   python scripts/clean_notebook.py "$nb"
-  echo "   done in $(( $(date +%s) - start )) s"
+  read -r secs kib < "$timing"
+  echo "   done in ${secs} s, peak memory $(( kib / 1024 )) MiB"
+  echo "$(date +%F),\"$device\",$PROFILE,$SHARP_THREADS,$(basename "$nb" .ipynb),${secs},$(( kib / 1024 ))" \
+    >> bench/results/notebooks.csv
 done
 # the claims tables of README.md and docs/results.md, from what the executed notebooks print
 python scripts/claims_table.py

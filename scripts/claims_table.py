@@ -32,24 +32,16 @@ def collected() -> dict:
 
 
 def regime_table() -> str:
-    """Notebook 07's printed table (the lines under its 'model ...' header) as markdown."""
+    """Notebook 07's regime table: the Markdown table it displays (``sharp_utils.minisd.ablation.table_markdown``)."""
     import json
 
     nb = json.loads(REGIME_NB.read_text(encoding="utf-8"))
-    text = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
-    lines = text.splitlines()
-    head = next((i for i, line in enumerate(lines) if line.startswith("model ")), None)
-    if head is None:
-        raise KeyError(f"{REGIME_NB.name} printed no regime table: rerun it (bash run_all.sh {REGIME_NB.relative_to(ROOT)})")
-    cols = lines[head].split()[1:]
-    rows = []
-    for line in lines[head + 1:]:
-        if not line.startswith(("learned", "exact")):
-            break
-        name, vals = line[:38].strip(), line[38:].split()
-        rows.append(f"| {name} | " + " | ".join(vals) + " |")
-    return "\n".join([f"| model | {' | '.join(c.replace('_', ' ') for c in cols)} |",
-                      "| --- |" + " ---: |" * len(cols)] + rows)
+    for c in nb["cells"]:
+        for o in c.get("outputs", []) if c["cell_type"] == "code" else []:
+            md = "".join(o.get("data", {}).get("text/markdown", ""))
+            if md.startswith("| model |"):
+                return md.strip()
+    raise KeyError(f"{REGIME_NB.name} displayed no regime table: rerun it (bash run_all.sh {REGIME_NB.relative_to(ROOT)})")
 
 
 def render(text: str, table: str, path: Path, markers: tuple[str, str] = (BEGIN, END)) -> str:

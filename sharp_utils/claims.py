@@ -420,8 +420,8 @@ class VerdictTable:
         out = ["| claim | the paper says | measured here: statistic [95 % CI], n | verdict | why |",
                "| --- | --- | --- | --- | --- |"]
         for key, c, v, ev in self.rows:
-            kind = "" if c.kind == "paper" else f" ({c.kind})"
-            cells = [f"`{key}` {c.paper}{kind} on {c.model}: {c.text}", EXPLAINED[key].says, ev,
+            paper = c.paper + _KIND[c.kind] if c.kind != "hypothesis" else "hypothesis (ours)"
+            cells = [f"`{key}` {paper} on {c.model}: {c.text}", EXPLAINED[key].says, ev,
                      f"**{v}**", explain(key, v)]
             out.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
         anchor = results_section(self.notebook)
@@ -470,6 +470,8 @@ def markdown_table(results: dict[str, tuple[str, str]], front_only: bool = False
     names); ``link_prefix`` is the path from the page to the repository root."""
     rows = ["| paper | claim | checked on | verdict | statistic [95 % CI], n | notebook |",
             "| --- | --- | --- | --- | --- | --- |"]
+    if not front_only:  # docs/results.md: why each verdict is what it is (EXPLAINED)
+        rows = [rows[0][:-1] + " why |", rows[1] + " --- |"]
     for key, c in CLAIMS.items():
         if front_only and not c.front:
             continue
@@ -494,5 +496,6 @@ def markdown_table(results: dict[str, tuple[str, str]], front_only: bool = False
             nb += f" · [fig]({link_prefix}figures/{c.figure}.png)"
         paper = c.paper + _KIND[c.kind] if c.kind != "hypothesis" else "hypothesis (ours)"
         shown = f"**{v}**" if v == HELD else v
-        rows.append(f"| {paper} | {c.text} | {c.model} | {shown} | {evidence.replace('|', '/')} | {nb} |")
+        why = "" if front_only else f" {explain(key, v)} |"
+        rows.append(f"| {paper} | {c.text} | {c.model} | {shown} | {evidence.replace('|', '/')} | {nb} |{why}")
     return "\n".join(rows)

@@ -11,6 +11,13 @@ from .claims import Ev
 from .stats import auc, auc_diff_ci, corr_ci, median_ci, median_diff_ci, rate_ci
 
 
+def share_within(z: Sequence[float], z_max: float) -> Ev:
+    """Share of Monte-Carlo checks whose |z| (standard errors from the closed form) is below ``z_max``, with its
+    Wilson interval."""
+    k = int((np.abs(np.asarray(z)) < z_max).sum())
+    return rate(k, len(z))
+
+
 def rate(k: int, n: int, at: str = "") -> Ev:
     """k of n as a rate with its Wilson interval."""
     return Ev(k / n, rate_ci(k, n), n, at)
@@ -36,14 +43,16 @@ def auc_gap(is_mem: np.ndarray, rows: list[dict], a: tuple, b: tuple) -> Ev:
 
 
 def per_timestep(points: list[dict], trace: str, proxy: str, key: str = "t",
-                 label: str = "t = {}") -> tuple[list[Ev], list[Ev]]:
+                 label="t = {}") -> tuple[list[Ev], list[Ev]]:
     """Per timestep (``key``): the log-log Pearson r of ``proxy`` against ``trace`` and the median ratio
-    proxy / trace, each with its bootstrap interval (Figure 4's reading of Lemmas 4.1 and 4.3)."""
+    proxy / trace, each with its bootstrap interval (Figure 4's reading of Lemmas 4.1 and 4.3). ``label`` names
+    a timestep: a format string or a function of the key's value."""
     r, ratio = [], []
     for t in sorted({p[key] for p in points}):
         pt = [p for p in points if p[key] == t and p[trace] > 0 and p[proxy] > 0]  # a learned tr H³ may be ≤ 0
         x, y = np.log10([p[trace] for p in pt]), np.log10([p[proxy] for p in pt])
         q = np.array([p[proxy] / p[trace] for p in pt])
-        r.append(Ev(np.corrcoef(x, y)[0, 1] if len(pt) > 2 else float("nan"), corr_ci(x, y), len(pt), label.format(t)))
-        ratio.append(Ev(float(np.median(q)), median_ci(q), len(pt), label.format(t)))
+        at = label(t) if callable(label) else label.format(t)
+        r.append(Ev(np.corrcoef(x, y)[0, 1] if len(pt) > 2 else float("nan"), corr_ci(x, y), len(pt), at))
+        ratio.append(Ev(float(np.median(q)), median_ci(q), len(pt), at))
     return r, ratio

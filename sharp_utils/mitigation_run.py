@@ -318,6 +318,7 @@ def plot_tradeoff(rows: list[dict], ax=None, methods=None, labelled=("sail", "rt
                 off = (5, 2) if k % 2 == 0 else (-24, -7)  # alternate sides: neighbouring settings do not overlap
                 ax.annotate(f"{v['setting']:.4g}", (v["alignment"], v["copy_score"]), fontsize=6, xytext=off,
                             textcoords="offset points", color=st.get("color"))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # a narrow alignment range would crowd its tick labels
     ax.set_xlabel("alignment (higher is better)")
     ax.set_ylabel("copy score (lower is better)")
     return ax

@@ -265,3 +265,120 @@ def plot_score_field(ax, model: TorchScoreModel, t: int, train: Tensor, is_mem: 
     ax.scatter(train[~is_mem, 0], train[~is_mem, 1], s=2, c="tab:blue", alpha=0.3, label="training (broad mode)")
     ax.scatter(train[is_mem, 0], train[is_mem, 1], s=6, c="tab:red", label="training (narrow mode)")
     ax.set_aspect("equal")
+
+
+# ---------------------------------------------------------------- Figure 2 (notebook 02)
+
+
+def mnist_spectra(model: TorchScoreModel, groups: dict, steps: dict, ts: list[int], store, seed: int = 0) -> dict:
+    """{(group, step name): (samples, 784) real parts of the eigenvalues of the dense conditional score Jacobian}
+    at each group's states (``groups``: name → (states (steps, B, 1, 28, 28), label); ``steps``: name → index).
+    Spectra come from ``store`` (a :class:`sharp_utils.results.ArrayStore`; missing ones computed and kept with
+    their input x_t for ``sharp verify``)."""
+    import numpy as np
+
+    from .hessian import dense_jacobian
+
+    def eig_of(J):
+        return np.linalg.eigvals(J.double().numpy()).real
+
+    eigs = {}
+    for g, (states, label) in groups.items():
+        for sname, i in steps.items():
+            eigs[(g, sname)] = np.stack([store.get(
+                f"{g}|{sname}|{n}|seed {seed}",
+                lambda i=i, n=n: eig_of(dense_jacobian(model.score_fn(ts[i], label), states[i, n], chunk=112)),
+                inputs={"x": states[i, n].numpy()}, meta={"t": int(ts[i]), "label": int(label)})
+                for n in range(states.shape[1])])
+    return eigs
+
+
+def spectrum_frame(eigs: dict, labels: dict | None = None):
+    """Long-form DataFrame (group, step, eigenvalue) of :func:`mnist_spectra`'s output, for seaborn; ``labels`` maps
+    step names to what a figure prints."""
+    import pandas as pd
+
+    return pd.concat([pd.DataFrame({"group": g, "step": (labels or {}).get(s, s), "eigenvalue": e.ravel()})
+                      for (g, s), e in eigs.items()], ignore_index=True)
+
+
+def plot_generations(data: dict, gen9: Tensor, gen3: Tensor, nn3: Tensor, k: int = 8):
+    """Figure 2's samples: the training nine and k generated nines; k generated threes above their nearest training
+    threes."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, k + 1, figsize=(10, 4.8))
+
+    def show(ax, img, title=None):
+        ax.imshow(img.reshape(28, 28).clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if title:
+            ax.set_title(title, fontsize=8)
+
+    show(axes[0, 0], data["nine"], "training 9")
+    for j in range(k):
+        show(axes[0, j + 1], gen9[j], "generated" if j == 0 else None)
+        show(axes[2, j + 1], gen3[j], "generated" if j == 0 else None)
+        show(axes[3, j + 1], data["threes"][nn3[j]], "nearest train" if j == 0 else None)
+    for ax in (axes[1, 0], axes[2, 0], axes[3, 0], *axes[1, 1:]):
+        ax.axis("off")
+    axes[1, 1].text(0, 0.5, "memorized class '9' (above) collapses onto the training nine; general class '3' "
+                    "(below) varies", fontsize=8, transform=axes[1, 1].transAxes)
+    fig.subplots_adjust(wspace=0.05, hspace=0.35)  # tight_layout cannot fit the caption row
+    return fig
+
+
+def ritz_means(model: TorchScoreModel, states: Tensor, label: int, t: int, m: int, k: int = 10, seed: int = 0):
+    """Per state: the mean of the k Ritz values of largest magnitude after m Arnoldi iterations (Algorithm 1) on the
+    conditional score Jacobian at timestep t."""
+    import numpy as np
+
+    from .hessian import jacobian_operator
+    from .spectrum import top_eigenvalues
+
+    out = []
+    for x in states:
+        mv, _, dim = jacobian_operator(model.score_fn(t, label), x)
+        out.append(top_eigenvalues(mv, dim, k, num_iter=m, generator=torch.Generator().manual_seed(seed)).mean().item())
+    return np.array(out)
+
+
+def eigensolver_errors(model: TorchScoreModel, x: Tensor, t: int, label: int, krylov, k: int = 10, seed: int = 0,
+                       arpack: bool = True) -> dict:
+    """Algorithm 1's accuracy at one state: max relative error of the k eigenvalues of largest magnitude by Arnoldi
+    and by Lanczos (against those of the symmetric part) at each Krylov dimension in ``krylov``, and ARPACK's error
+    and product count when run to convergence; also ‖J − Jᵀ‖/‖J‖."""
+    import numpy as np
+
+    from .hessian import dense_jacobian, jacobian_operator
+    from .spectrum import top_eigenvalues
+
+    f = model.score_fn(t, label)
+    J = dense_jacobian(f, x, chunk=112).double().numpy()
+    ev = np.linalg.eigvals(J)
+    exact = np.sort(ev[np.argsort(-np.abs(ev))[:k]].real)
+    sym = np.linalg.eigvalsh((J + J.T) / 2)
+    exact_sym = np.sort(sym[np.argsort(-np.abs(sym))[:k]])
+    matvec0, rmatvec, dim = jacobian_operator(f, x)
+    count = [0]
+
+    def matvec(v):
+        count[0] += 1
+        return matvec0(v)
+
+    errors = {m: [] for m in ("arnoldi", "lanczos")}
+    for m_iter in krylov:
+        for method in errors:
+            got = top_eigenvalues(matvec, dim, k, method=method, num_iter=m_iter, rmatvec=rmatvec,
+                                  generator=torch.Generator().manual_seed(seed)).numpy()
+            ref = exact_sym if method == "lanczos" else exact
+            errors[method].append(np.abs(got - ref).max() / np.abs(ref).max())
+    out = dict(errors=errors, arpack_error=float("nan"), arpack_products=0,
+               asymmetry=np.linalg.norm(J - J.T) / np.linalg.norm(J))
+    if arpack:  # ARPACK restarts until converged: one run, with its number of products
+        count[0] = 0
+        got = top_eigenvalues(matvec, dim, k, method="arpack", num_iter=2 * k + 1,
+                              generator=torch.Generator().manual_seed(seed))
+        out.update(arpack_error=np.abs(got.numpy() - exact).max() / np.abs(exact).max(), arpack_products=count[0])
+    return out

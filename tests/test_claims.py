@@ -85,3 +85,26 @@ def test_committed_outputs_are_clean(path):
                 assert bad not in text, f"{path.name}: {bad!r} in an output: {text[:200]}"
     ids = [c.id for c in nb.cells]
     assert len(ids) == len(set(ids))
+
+
+def test_every_committed_verdict_has_its_reason():
+    """Each claim's verdict in the committed notebooks has a recorded reason (claims.EXPLAINED), which the notebook's
+    verdict section and docs/results.md show; a claim without one names itself."""
+    results = _script().collected()
+    assert set(claims.EXPLAINED) == set(claims.CLAIMS)
+    for key, (verdict, _) in results.items():
+        assert verdict in claims.EXPLAINED[key].why, f"{key}: no reason recorded for '{verdict}'"
+
+
+def test_verdict_section_reports_this_kernels_claims_with_their_reasons():
+    claims._REPORTED.clear()
+    claims.report("fig1-end", claims.Ev(66.0, (64.0, 68.0), "106 vs 1894"))
+    claims.report("fig1-middle", claims.Ev(1.0, (0.9, 1.1), "106 vs 1894"))  # not held (interval below 10)
+    md = claims.verdicts("01_toy_2d_mixture.ipynb")._repr_markdown_()
+    assert "`fig1-end`" in md and "**held**" in md and claims.EXPLAINED["fig1-end"].why["held"] in md
+    assert claims.EXPLAINED["fig1-middle"].why["not held"] in md
+    assert "results.md#01--toy-2d-mixture-figure-1" in md
+    claims._REPORTED.clear()
+    claims.report("fig1-end", claims.Ev(5.0, (4.0, 6.0), "n"))  # a verdict without a recorded reason
+    assert "no reason recorded for 'not held'" in claims.verdicts("01_toy_2d_mixture.ipynb")._repr_markdown_()
+    claims._REPORTED.clear()

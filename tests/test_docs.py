@@ -28,6 +28,22 @@ def test_relative_links_and_images_resolve(page):
             assert anchor in _anchors(dest), f"{page.name}: no heading for {target}"
 
 
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+def test_notebook_links_resolve(notebook):
+    """Links in a notebook's text (glossary entries, docs sections) resolve from notebooks/."""
+    import nbformat
+
+    text = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown")
+    for target in LINK.findall(text):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = notebook.parent / path
+        assert dest.exists(), f"{notebook.name}: {target} does not exist"
+        if anchor:
+            assert anchor in _anchors(dest), f"{notebook.name}: no heading for {target}"
+
+
 def test_readme_is_a_short_front_page_with_the_two_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.encode("utf-8")) <= 10 * 1024, "README.md over 10 KB: move detail to docs/"

@@ -1,4 +1,6 @@
 """Notebook conventions, and every notebook executes headless in the smoke profile (papermill, kernel `sharp`)."""
+import re
+
 import nbformat
 import pytest
 
@@ -21,17 +23,18 @@ def test_conventions(path):
     assert nb.metadata.kernelspec["name"] == "sharp"
     assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
     text = "\n".join(c.source for c in nb.cells)
-    assert "from sharp_utils.claims import Ev, report" in text and "report(" in text  # the claim lines (claims.report)
+    assert "from sharp_utils.claims import" in text and "report(" in text  # the claim lines (claims.report)
     # committed outputs come from the default profile, and no papermill cell overrides the parameters cell
     assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])], \
         "papermill's injected cell is committed: python scripts/clean_notebook.py NOTEBOOK folds it in"
     assert not [c for c in nb.cells if "papermill-error-cell-tag" in c.metadata.get("tags", [])], \
         "a failed papermill run's error cells are committed: rerun the notebook (bash run_all.sh NOTEBOOK)"
-    # every savefig'd plotting cell ends with plt.show() and sets a figure size
+    # every savefig'd plotting cell ends with plt.show() and sets a figure size (or takes the figure a library
+    # plotting function made with its own)
     for c in nb.cells:
         if c.cell_type == "code" and "savefig(" in c.source:
             assert c.source.rstrip().endswith("plt.show()")
-            assert "figsize" in c.source
+            assert "figsize" in c.source or re.search(r"fig = (\w+\.)?plot_\w+\(", c.source)
 
 
 def test_run_tests_executes_every_notebook():
@@ -102,3 +105,74 @@ def test_smoke_profile_executes(path, tmp_path, monkeypatch):
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "claim [" in printed
     assert list((tmp_path / "figures").glob("*.png")) and list((tmp_path / "figures").glob("*.pdf"))
+
+
+WIDTH, LINES = 110, 30  # a code cell fits a laptop screen (JupyterLab, 1,200 px, file browser open)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_fit_a_laptop_screen(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code":
+            continue
+        lines = c.source.splitlines()
+        wide = [line for line in lines if len(line) > WIDTH]
+        assert not wide, f"cell {i}: {len(wide)} lines over {WIDTH} characters, e.g. {wide[0][:60]!r}..."
+        assert len(lines) <= LINES, f"cell {i}: {len(lines)} lines: move the computation into sharp_utils"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_ends_with_its_verdicts(path):
+    """The last cell renders the verdict section from the claims registry (claims.verdicts) for this notebook, and its
+    committed output gives every claim of the notebook a verdict and a recorded reason."""
+    from sharp_utils.claims import CLAIMS
+
+    nb = nbformat.read(path, as_version=4)
+    last = nb.cells[-1]
+    assert last.cell_type == "code" and f'verdicts("{path.name}")' in last.source
+    assert nb.cells[-2].cell_type == "markdown" and nb.cells[-2].source.startswith("## Verdicts")
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for o in last.outputs)
+    for key, claim in CLAIMS.items():
+        if claim.notebook == path.name:
+            assert f"`{key}`" in shown, f"claim {key} is not in the committed verdict section: rerun {path.name}"
+    assert "no reason recorded" not in shown, "a verdict changed: add its reason to sharp_utils.claims.EXPLAINED"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_try_it_has_a_prediction_a_runtime_and_a_collapsed_answer(path):
+    nb = nbformat.read(path, as_version=4)
+    i = next(k for k, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Try it"))
+    ask, code, answer = nb.cells[i: i + 3]
+    assert "*Predict*" in ask.source and " s on 2 cores" in ask.source
+    assert code.cell_type == "code"
+    assert answer.cell_type == "markdown" and answer.source.startswith("<details><summary>Answer")
+    assert "ANSWER" not in answer.source, "the answer is a placeholder: run the cell and write what it printed"
+
+
+# terms of docs/glossary.md: the first use of each in a notebook's text links to its entry
+GLOSSARY_TERMS = {
+    "EM": "memorized-em-pm-nmem", "PM": "memorized-em-pm-nmem", "exact density": "exact-density",
+    "exact diffused density": "exact-density", "App. C pool": "app-c-pool-coupled-pool", "bars": "bars",
+    "copy score": "copy-score-alignment-score", "Arnoldi": "ritz-values-krylov-dimension-arnoldi",
+    "Krylov dimension": "ritz-values-krylov-dimension-arnoldi", "Ritz values": "ritz-values-krylov-dimension-arnoldi",
+    "Hutchinson": "hutchinson", "SAIL": "sail-threshold-gaussian-shell", "ℓ_thres": "sail-threshold-gaussian-shell",
+    "Gaussian shell": "sail-threshold-gaussian-shell", "Pareto-better": "pareto", "LE": "le-ae-be-anisotropy-tiled-distance",
+    "AE": "le-ae-be-anisotropy-tiled-distance", "BE": "le-ae-be-anisotropy-tiled-distance",
+    "dominant": "dominant-em-single-image-em", "re-draw control": "sail-threshold-gaussian-shell",
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_glossary_terms_are_linked_at_first_use(path):
+    import re
+
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    links = [(m.start(), m.end(), m.group(2)) for m in
+             re.finditer(r"\[([^\]]*)\]\(\.\./docs/glossary\.md#([\w-]+)\)", text)]
+    for term, anchor in GLOSSARY_TERMS.items():
+        m = re.search(r"(?<![\w-])" + re.escape(term) + r"(?![\w])", text)
+        if m is None:
+            continue
+        inside = [a for s, e, a in links if s <= m.start() < e]
+        assert inside == [anchor], f"first use of {term!r} is not linked to docs/glossary.md#{anchor}"
