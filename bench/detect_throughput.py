@@ -24,15 +24,18 @@ from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sharp_utils.detection import Batch, DetectOptions, ours_fd, ours_jvp, wen  # noqa: E402
-from sharp_utils.pipeline import PipelineScoreModel, prompt_seed  # noqa: E402
-from sharp_utils.tiny_sd import SD_SCHEDULER, build_tiny_pipeline  # noqa: E402
+from sharp_utils.detection import Batch, DetectOptions, ours_fd, ours_jvp, wen
+from sharp_utils.pipeline import PipelineScoreModel
+from sharp_utils.sampling import prompt_seed
+from sharp_utils.pipeline import SD_SCHEDULER
+from sharp_utils.tiny_sd import build_tiny_pipeline
 
 # Published UNet configs (CompVis/stable-diffusion-v1-4, stabilityai/stable-diffusion-2 768-v), abridged to the
 # fields that differ from UNet2DConditionModel's defaults.
 SD1_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-SD2_UNET = dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True)
+SD2_UNET = dict(
+    sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True
+)
 ARCH = {"sd1": (SD1_UNET, "epsilon", 77), "sd2": (SD2_UNET, "v_prediction", 77)}
 ROUTES = ("wen", "jvp-official", "jvp-batched", "fd-batched")
 
@@ -146,8 +149,11 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (wen and fd-batched routes only)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect_throughput.csv"))
     args = ap.parse_args(argv)
-    log = BenchLog(args.out, ["arch", "route", "n", "dtype", "prompts_per_batch", "prompts_per_s", "peak_gib", "compiled"],
-                   args.device)
+    log = BenchLog(
+        args.out,
+        ["arch", "route", "n", "dtype", "prompts_per_batch", "prompts_per_s", "peak_gib", "compiled"],
+        args.device,
+    )
     for arch in args.arch.split(","):
         for route in args.routes.split(","):
             dtype = getattr(torch, args.fd_dtype) if route in ("fd-batched", "wen") else torch.float32

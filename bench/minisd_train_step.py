@@ -13,10 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_throughput import BenchLog, sync  # noqa: E402
-from sharp_utils import minisd as M  # noqa: E402
+from detect_throughput import BenchLog, sync
+from sharp_utils import minisd as M
 
 
 def seconds_per_step(channels: tuple[int, ...], batch: int, steps: int, device: str) -> tuple[float, float]:

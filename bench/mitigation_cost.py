@@ -19,11 +19,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_throughput import BenchLog, build_model, sync  # noqa: E402
-from sharp_utils.mitigation import MitigationError, generate, sail  # noqa: E402
-from sharp_utils.pipeline import load_pipeline, PipelineScoreModel  # noqa: E402
+from detect_throughput import BenchLog, build_model, sync
+from sharp_utils.mitigation import MitigationError, generate, sail
+from sharp_utils.pipeline import load_pipeline, PipelineScoreModel
 
 
 def _model(arch: str, dtype: torch.dtype, device: str) -> PipelineScoreModel:
@@ -70,7 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "mitigation_cost.csv"))
     args = ap.parse_args(argv)
-    log = BenchLog(args.out, ["arch", "method", "n", "budget", "sail_steps", "dtype", "s_per_prompt", "peak_gib"], args.device)
+    log = BenchLog(
+        args.out, ["arch", "method", "n", "budget", "sail_steps", "dtype", "s_per_prompt", "peak_gib"], args.device
+    )
     for arch in args.arch.split(","):
         model = _model(arch, getattr(torch, args.dtype), args.device)
         for method in args.methods.split(","):

@@ -56,10 +56,19 @@ def main():
             with open(out, newline="") as f:
                 rows = list(csv.DictReader(f))
         out.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps({**settings, "command": " ".join(["python scripts/check_mnist_memorization.py"]
-                                                                      + sys.argv[1:]),
-                                    "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                                    "date": datetime.date.today().isoformat()}, indent=1) + "\n")
+        meta.write_text(
+            json.dumps(
+                {
+                    **settings,
+                    "command": " ".join(["python scripts/check_mnist_memorization.py"] + sys.argv[1:]),
+                    "torch": torch.__version__,
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "date": datetime.date.today().isoformat(),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     done = {(r["group"], int(r["seed"])) for r in rows}
     for group, (label, _, s0) in E.MNIST_COPY_GROUPS.items():
         seeds = [s for s in range(s0, s0 + (a.n_uncond if label is None else a.n)) if (group, s) not in done]
@@ -76,7 +85,9 @@ def main():
                         w.writeheader()
                     w.writerows(new)
     rates = E.copy_rates(rows, settings["threshold"])
-    print(json.dumps({k: {"copies": c, "n": n, "rate": c / n, "ci95": ci} for k, (c, n, ci) in rates.items()}, indent=1))
+    print(
+        json.dumps({k: {"copies": c, "n": n, "rate": c / n, "ci95": ci} for k, (c, n, ci) in rates.items()}, indent=1)
+    )
 
 
 if __name__ == "__main__":

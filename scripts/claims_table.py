@@ -12,10 +12,9 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from sharp_utils.claims import markdown_table, read_notebook_claims
 
-from sharp_utils.claims import markdown_table, read_notebook_claims  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 REGIME = ("<!-- regime:begin -->", "<!-- regime:end -->")
@@ -41,7 +40,9 @@ def regime_table() -> str:
             md = "".join(o.get("data", {}).get("text/markdown", ""))
             if md.startswith("| model |"):
                 return md.strip()
-    raise KeyError(f"{REGIME_NB.name} displayed no regime table: rerun it (bash run_all.sh {REGIME_NB.relative_to(ROOT)})")
+    raise KeyError(
+        f"{REGIME_NB.name} displayed no regime table: rerun it (bash run_all.sh {REGIME_NB.relative_to(ROOT)})"
+    )
 
 
 def render(text: str, table: str, path: Path, markers: tuple[str, str] = (BEGIN, END)) -> str:
@@ -75,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and stale:
         print(f"claims tables out of date in {', '.join(map(str, stale))}: run python scripts/claims_table.py")
         return 1
-    print(("up to date: " if args.check or not stale else "wrote ") + ", ".join(str(p.relative_to(ROOT)) for p in TARGETS))
+    print(
+        ("up to date: " if args.check or not stale else "wrote ") + ", ".join(str(p.relative_to(ROOT)) for p in TARGETS)
+    )
     return 0
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sharp_utils import toy_experiments as E  # noqa: E402
-from sharp_utils.checkpoints import save_state  # noqa: E402
+from sharp_utils import toy_experiments as E
+from sharp_utils.checkpoints import save_state
 
 
 def main():
@@ -37,8 +36,17 @@ def main():
     p.add_argument("--second-order-weight", type=float, default=None, help="w of L_DSM + w L_DSM^(2) (paper: 0.5)")
     p.add_argument("--ema-decay", type=float, default=None)
     a = p.parse_args()
-    kw = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
-                            ("second_order_weight", a.second_order_weight), ("ema_decay", a.ema_decay)) if v is not None}
+    kw = {
+        k: v
+        for k, v in (
+            ("steps", a.steps),
+            ("batch_size", a.batch_size),
+            ("lr", a.lr),
+            ("second_order_weight", a.second_order_weight),
+            ("ema_decay", a.ema_decay),
+        )
+        if v is not None
+    }
     if a.resume and a.which != "mnist":
         p.error("--resume is for mnist")
     if a.which == "toy2d":

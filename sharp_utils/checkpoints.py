@@ -48,7 +48,9 @@ def save_state(folder: Path, name: str, state: dict[str, torch.Tensor], config: 
 def read_manifest(folder: Path) -> dict:
     p = Path(folder) / MANIFEST
     if not p.exists():
-        raise CheckpointError(f"no {MANIFEST} in {folder}: retrain with the notebook's paper profile or restore the folder from git")
+        raise CheckpointError(
+            f"no {MANIFEST} in {folder}: retrain with the notebook's paper profile or restore the folder from git"
+        )
     return json.loads(p.read_text())
 
 
@@ -65,7 +67,9 @@ def load_state(folder: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
     path = folder / fname
     entry = man["files"].get(fname)
     if entry is None or not path.exists():
-        raise CheckpointError(f"checkpoint {path} is missing: retrain it (profile='paper') or run `git checkout -- {folder}`")
+        raise CheckpointError(
+            f"checkpoint {path} is missing: retrain it (profile='paper') or run `git checkout -- {folder}`"
+        )
     digest = sha256(path)
     if digest != entry["sha256"]:
         raise CheckpointError(

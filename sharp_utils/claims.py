@@ -1,7 +1,8 @@
 """The paper's claims that the notebooks check, the tests that decide each, and the one line a notebook prints.
 
 Each claim names one or more tests: a statistic, the side of a line the claim puts it on ('<', '>' or 'in' a band)
-and the line. A notebook calls :func:`report` with, per test, the statistic, its 95 % interval (:mod:`sharp_utils.stats`;
+and the line. A notebook calls :func:`report` with, per test, the statistic, its 95 % interval
+(:mod:`sharp_utils.stats`;
 ``None`` for an exact computation) and n; :func:`report` prints ``claim [key] VERDICT: claim | evidence`` with VERDICT
 one of **held** (every interval entirely on the claimed side), **not held** (some interval entirely on the other side)
 or **inconclusive** (otherwise: a tie or an interval across the line). ``scripts/claims_table.py`` reads those
@@ -82,8 +83,9 @@ CLAIMS: dict[str, Claim] = {
                       "fig2_mnist_generations", kind="stand-in"),
     "mnist-appc-regime": _c("App. C", "unconditional samples copy the memorized nine < 2 %, guided '9' > 90 %, "
                             "guided '3' < 2 %", MNIST, 2,
-                            [Test("unconditional copy rate", "<", 0.02, "%"), Test("guided '9' copy rate", ">", 0.9, "%"),
-                             Test("guided '3' copy rate", "<", 0.02, "%")], "fig2_mnist_generations", kind="stand-in"),
+                            [Test("unconditional copy rate", "<", 0.02, "%"),
+                             Test("guided '9' copy rate", ">", 0.9, "%"), Test("guided '3' copy rate", "<", 0.02, "%")],
+                            "fig2_mnist_generations", kind="stand-in"),
     "fig2-first": _c("Fig. 2", "memorized: more and larger negative eigenvalues at the first step t = T−1", MNIST, 2,
                      [_NONNEG, _TOP10], "fig2_mnist_eigenvalues", front=True),
     "fig2-last": _c("Fig. 2", "memorized: more and larger negative eigenvalues at the last step t = 1", MNIST, 2,
@@ -135,7 +137,8 @@ CLAIMS: dict[str, Claim] = {
                         "fig4_gaussian_trace_alignment", front=True),
     "lemma-4.2-sec-4.4": _c("Lemma 4.2, §4.4", "Wen's E‖s^Δ‖² and E‖H^Δ s^Δ‖² in closed form", GAUSS, 4,
                             [_WITHIN_SE("Lemma 4.2 checks"), _WITHIN_SE("§4.4 checks"),
-                             Test("max gap of eigenvalue sums to the closed forms (commuting pairs)", "<", 1e-9, ".1e")],
+                             Test("max gap of eigenvalue sums to the closed forms (commuting pairs)", "<", 1e-9,
+                                  ".1e")],
                             "fig4_gaussian_wen_lemma42"),
     "appA4-identity": _c("App. A.4", "E‖s^Δ‖² = squared Fisher–Rao distance to second order, at Σ = I", GAUSS, 4,
                          [Test("E‖s^Δ‖² / d_FR² at ε = 1e-4", "in", (0.999, 1.001), ".4f")], "figA4_fisher_rao"),
@@ -160,7 +163,8 @@ CLAIMS: dict[str, Claim] = {
     "table1-exact-appc": _c("Table 1", "‖H^Δ s^Δ‖² at step 1 detects better than Wen's ‖s^Δ‖ at step 1", MINISD_EXACT,
                             5, [_AUC_DIFF], "table1_roc_minisd"),
     "fig6-lower": _c("Fig. 6", "SAIL lowers the copy score at some setting", MINISD, 6,
-                     [Test("mean copy-score drop at SAIL's best setting (positive = lower), paired over prompts", ">", 0)],
+                     [Test("mean copy-score drop at SAIL's best setting (positive = lower), paired over prompts",
+                           ">", 0)],
                      "fig6_mitigation_tradeoff_minisd", front=True),
     "fig6-pareto": _c("Fig. 6", "SAIL is Pareto-better than every baseline where it lowers the copy score", MINISD, 6,
                       [Test("SAIL's lead over a baseline's closest setting (copy-score lead, or alignment lead "
@@ -323,8 +327,8 @@ EXPLAINED: dict[str, Why] = {
     "regime-v2": Why("(ours) v2 sits in SD's regime (App. C's pool) and the first MiniSD does not",
                      {HELD: "Unconditional copies follow the pool: 0.2 % on v2, 25.4 % on the first MiniSD."}),
     "regime-exact-sail": Why("(ours) SAIL helps where an EM caption has other modes to escape to",
-                             {INCONCLUSIVE: "With single-image captions SAIL cannot move (held), but with dominant-mode "
-                                            "ones its drop (+0.005) has a wide interval across 0."}),
+                             {INCONCLUSIVE: "With single-image captions SAIL cannot move (held), but with "
+                                            "dominant-mode ones its drop (+0.005) has a wide interval across 0."}),
     "regime-exact-wen50": Why("(ours) App. C's pool makes Wen@50 detect better on the exact density",
                               {NOT_HELD: "It detects worse (−0.248): with every image in the unconditional pool, "
                                          "late-step s^Δ vanishes for every category."}),
@@ -373,7 +377,8 @@ class Verdict(str):
 
 
 def report(key: str, *evidence: Ev | Sequence[Ev], note: str = "") -> str:
-    """Print ``claim [key] VERDICT: claim | test: evidence (claim: side line) ...`` for claim ``key``; return VERDICT."""
+    """Print ``claim [key] VERDICT: claim | test: evidence (claim: side line) ...`` for claim ``key``; return
+    VERDICT."""
     if key not in CLAIMS:
         raise KeyError(f"claim {key!r} is not in sharp_utils.claims.CLAIMS: add it there first")
     v, parts = judge(key, *evidence)

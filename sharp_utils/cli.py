@@ -1,5 +1,5 @@
-"""The ``sharp`` command line: ``detect``, ``evaluate``, ``mitigate``, ``plot-tradeoff``, ``verify``, ``prompts download``,
-``info``.
+"""The ``sharp`` command line: ``detect``, ``evaluate``, ``mitigate``, ``plot-tradeoff``, ``verify``,
+``prompts download``, ``info``.
 
 Errors the user can fix (a bad prompt file, missing weights, a mismatched result file) print one line
 naming the fix and exit with status 2.
@@ -103,7 +103,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     rows = evaluate_tables(read_results(args.mem), read_results(args.nmem))
     if not rows:
-        raise UserError("no (method, steps, n) appears in both files: run `sharp detect` with the same settings on both sets")
+        raise UserError(
+            "no (method, steps, n) appears in both files: run `sharp detect` with the same settings on both sets"
+        )
     print(markdown_table(rows))
     if args.out:
         with open(args.out, "w", newline="", encoding="utf-8") as f:
@@ -135,7 +137,9 @@ def _mitigate(args: argparse.Namespace) -> int:
     if bad:
         raise UserError(f"--method {','.join(bad)}: unknown; choose from {','.join(MITIGATION_METHODS)}")
     if args.setting is not None and len(methods) > 1:
-        raise UserError("--setting applies to one method: give one --method, or leave --setting out for App. D.2's grids")
+        raise UserError(
+            "--setting applies to one method: give one --method, or leave --setting out for App. D.2's grids"
+        )
     ps = _select(read_prompts(args.prompts), args.category, args.limit)
     minisd = is_minisd(args.model)
     if minisd and not all("train_ids" in (r or {}) for r in ps.records or [None]):
@@ -171,9 +175,19 @@ def _mitigate(args: argparse.Namespace) -> int:
         if missing:
             raise UserError(f"{len(missing)} reference images do not exist, e.g. {missing[0]}: fix the paths")
     if copy_scorer is None or align is None:
-        print("warning: " + ", ".join(x for x, s in (("no copy scorer (--sscd FILE or --copy-scorer pixel)", copy_scorer),
-                                                      ("no alignment scorer (--clip DIR)", align)) if s is None)
-              + ": those columns stay empty", file=sys.stderr)
+        print(
+            "warning: "
+            + ", ".join(
+                x
+                for x, s in (
+                    ("no copy scorer (--sscd FILE or --copy-scorer pixel)", copy_scorer),
+                    ("no alignment scorer (--clip DIR)", align),
+                )
+                if s is None
+            )
+            + ": those columns stay empty",
+            file=sys.stderr,
+        )
     sail_kw = {"alpha": args.alpha if args.alpha is not None else (0.05 if version == "sd1" else 0.01),
                "loss": args.sail_loss, "budget": args.budget, "max_steps": args.sail_max_steps,
                "fallback": not args.no_fallback, "num_inference_steps": args.num_inference_steps}
@@ -236,7 +250,9 @@ def _select(ps, categories: str | None, limit: int | None = None):
         if limit < 1:
             raise UserError(f"--limit {limit}: give a positive number of prompts")
         keep = keep[:limit]
-    return replace(ps, prompts=[ps.prompts[i] for i in keep], records=[ps.records[i] for i in keep] if ps.records else [])
+    return replace(
+        ps, prompts=[ps.prompts[i] for i in keep], records=[ps.records[i] for i in keep] if ps.records else []
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generations per prompt, comma-separated (default 4); under torchrun/accelerate write -n")
     d.add_argument("--out", required=True, help="result CSV (appended; resumed)")
     d.add_argument("--seed", type=int, default=0, help="base seed; generation g of prompt p uses hash(seed, p, g)")
-    d.add_argument("--batch-size", type=int, default=16, help="(prompt, generation) items per UNet batch; halves on OOM")
+    d.add_argument(
+        "--batch-size", type=int, default=16, help="(prompt, generation) items per UNet batch; halves on OOM"
+    )
     d.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (FD methods run in it)")
     d.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     d.add_argument("--num-inference-steps", type=int, default=DEFAULT_STEPS)
@@ -287,15 +305,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .mitigation_run import MITIGATION_METHODS
 
-    mt = sub.add_parser("mitigate", help="generate with SAIL or a baseline (Figure 6); PNGs + a resumable CSV",
-                        description="For every prompt and every (method, setting): n images (seeded per prompt and "
-                        "generation, shared by all methods) with copy and alignment scores, one CSV row per image in "
-                        "OUT/results.csv; rerunning skips finished groups. Without --setting each method runs App. D.2's "
-                        "five settings for the model's SD version.")
-    mt.add_argument("--model", required=True, help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
-                    "'minisd' / 'minisd-coupled' (MiniSD v2 / the first MiniSD, with their copy / alignment scorers and "
-                    "calibrated grids), or 'exact:minisd' / 'exact:minisd-coupled' (the exact density of the training "
-                    "set; methods none, sail)")
+    mt = sub.add_parser(
+        "mitigate",
+        help="generate with SAIL or a baseline (Figure 6); PNGs + a resumable CSV",
+        description="For every prompt and every (method, setting): n images (seeded per prompt and "
+        "generation, shared by all methods) with copy and alignment scores, one CSV row per image in "
+        "OUT/results.csv; rerunning skips finished groups. Without --setting each method runs App. D.2's "
+        "five settings for the model's SD version.",
+    )
+    mt.add_argument(
+        "--model",
+        required=True,
+        help="diffusers Stable Diffusion folder (save_pretrained), hub id, or "
+        "'minisd' / 'minisd-coupled' (MiniSD v2 / the first MiniSD, with their copy / alignment scorers and "
+        "calibrated grids), or 'exact:minisd' / 'exact:minisd-coupled' (the exact density of the training "
+        "set; methods none, sail)",
+    )
     mt.add_argument("--prompts", required=True, help="prompt file (.txt or .jsonl; jsonl 'images' = training images)")
     mt.add_argument("--category", default=None, help="only the .jsonl records of these categories, e.g. em")
     mt.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --category)")
@@ -308,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the unmitigated generations")
     mt.add_argument("--batch-size", type=int, default=0,
                     help="images sampled at once across prompts of one setting (default 0: one prompt at a time)")
-    mt.add_argument("--sd-version", choices=("sd1", "sd2"), default=None, help="App. D.2 defaults (default: from the scheduler)")
+    mt.add_argument(
+        "--sd-version", choices=("sd1", "sd2"), default=None, help="App. D.2 defaults (default: from the scheduler)"
+    )
     mt.add_argument("--sail-loss", choices=("paper", "official"), default="official",
                     help="SAIL objective: the paper's ‖s^Δ(x+δŝ)−s^Δ(x)‖²+α‖x‖² or the official code's (default; "
                     "the published ℓ_thres grids are on its scale)")
@@ -319,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--sscd", default=None, help="SSCD TorchScript file for the copy score")
     mt.add_argument("--copy-scorer", choices=("pixel",), default=None, help="model-free stand-in copy score")
     mt.add_argument("--references", default=None, help="folder of training images <index>.png (jsonl 'index' or line)")
-    mt.add_argument("--clip", default=None, help="local CLIP folder (CLIPModel + CLIPProcessor) for the alignment score")
+    mt.add_argument(
+        "--clip", default=None, help="local CLIP folder (CLIPModel + CLIPProcessor) for the alignment score"
+    )
     mt.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     mt.add_argument("--device", default=None)
     mt.add_argument("--num-inference-steps", type=int, default=DEFAULT_STEPS)

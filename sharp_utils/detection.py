@@ -21,8 +21,8 @@ from torch import Tensor
 
 from .metrics import (attention_entropy, channel_cosine, masked_wen_metric, summary_entropy, tiled_l2_score,
                       trajectory_metrics, wen_metric)
-from .pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineScoreModel, prompt_seed
-from .sampling import ddim_timesteps, sample_ddim
+from .pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineScoreModel
+from .sampling import ddim_timesteps, prompt_seed, sample_ddim
 
 
 @dataclass
@@ -148,11 +148,15 @@ def bright_ending(model: PipelineScoreModel, batch: Batch, steps, opts: DetectOp
     maps = []
     for layer in opts.be_layers:
         if layer not in last:
-            raise ValueError(f"be_layers={opts.be_layers}: layer {layer} was not recorded (too few cross-attention layers)")
+            raise ValueError(
+                f"be_layers={opts.be_layers}: layer {layer} was not recorded (too few cross-attention layers)"
+            )
         m = last[layer].float().cpu()
         side = int(round(m.shape[1] ** 0.5))
         m = m.reshape(-1, 1, side, m.shape[1] // side)
-        maps.append(m if m.shape[-2:] == (h, w) else F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False))
+        maps.append(
+            m if m.shape[-2:] == (h, w) else F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        )
     mask = torch.stack(maps).mean(0)[:, 0]
     per_step = torch.stack([masked_wen_metric(d, mask).double() for d in deltas])  # (k_max, B)
     return {k: per_step[:k].mean(0) for k in s}
@@ -221,7 +225,9 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
 
 
-def run_batched(fn: Callable[[slice], dict], n_items: int, batch_size: int, log: Callable[[str], None] = print) -> tuple[dict, int]:
+def run_batched(
+    fn: Callable[[slice], dict], n_items: int, batch_size: int, log: Callable[[str], None] = print
+) -> tuple[dict, int]:
     """Run ``fn`` over item slices of at most ``batch_size``, halving the batch on out-of-memory.
 
     Concatenates the per-step tensors; returns (results, batch size that worked).  Per-item seeds make the
@@ -322,7 +328,9 @@ def detect(
                     for n in use_ns:
                         if done(i, p, name, k, n):
                             continue
-                        score = meth.per_prompt(per_item[:n]) if meth.per_prompt else float(per_item[:n].double().mean())
+                        score = (
+                            meth.per_prompt(per_item[:n]) if meth.per_prompt else float(per_item[:n].double().mean())
+                        )
                         yield {"prompt_index": i, "prompt": p, "method": name, "steps": k, "n": n,
                                "score": float(score), "seed": seed, "seconds": secs}
             bar.update(len(chunk))

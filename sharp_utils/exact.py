@@ -104,7 +104,9 @@ class ExactDensityModel(ScoreModel):
         a = self.alpha_bar(t).to(self.dtype)
         z = self.data[idx[row]]  # (B, M, d)
         xf = x.reshape(x.shape[0], -1).to(self.dtype)
-        logits = logw[row] + (torch.sqrt(a) * torch.einsum("bd,bmd->bm", xf, z) - a * self.sqnorm[idx[row]] / 2) / (1 - a)
+        logits = logw[row] + (torch.sqrt(a) * torch.einsum("bd,bmd->bm", xf, z) - a * self.sqnorm[idx[row]] / 2) / (
+            1 - a
+        )
         return torch.einsum("bm,bmd->bd", torch.softmax(logits, dim=1), z)
 
     def model_output(self, x: Tensor, t: int, cond: Any = None) -> Tensor:

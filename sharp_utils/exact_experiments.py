@@ -17,15 +17,14 @@ caption's images), weighted by their copies.
 """
 from __future__ import annotations
 
-import json
 
 import torch
 from torch import Tensor
 
+from .checkpoints import read_manifest
 from .exact import ExactDensityModel
 from .metrics import trajectory_metrics
-from .pipeline import prompt_seed
-from .sampling import per_sample_noise
+from .sampling import per_sample_noise, prompt_seed
 from .scores import ScoreModel
 
 MNIST_POOLS = ("coupled", "appc")
@@ -67,7 +66,7 @@ def minisd_exact(model, uncond: str | None = None, em: str | None = None, design
     design's own training density; the other values give the 2 × 2 of notebook 07.
     """
     from .minisd import CHECKPOINTS
-    from .minisd.experiments import training_data, training_latents
+    from .minisd.training_set import em_image_ids, training_data, training_latents
 
     d_uncond, d_em = MINISD_DEFAULTS[design]
     uncond, em = uncond or d_uncond, em or d_em
@@ -83,8 +82,8 @@ def minisd_exact(model, uncond: str | None = None, em: str | None = None, design
         pool_idx, weights = torch.arange(n, n + len(pool)), None
     else:
         coupled = training_data("coupled")
-        recipe = json.loads((CHECKPOINTS["coupled"] / "MANIFEST.json").read_text())["recipe"]["unet"]
-        em_ids = {r["train_ids"][0] for r in coupled["records"] if r["category"] == "em"}
+        recipe = read_manifest(CHECKPOINTS["coupled"])["recipe"]["unet"]
+        em_ids = set(em_image_ids("coupled"))
         ti = torch.as_tensor(coupled["train_image"])
         per_example = torch.tensor([float(recipe.get("em_weight", 1.0)) if int(i) in em_ids else 1.0 for i in ti],
                                    dtype=torch.float64)

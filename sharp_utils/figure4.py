@@ -93,7 +93,9 @@ def fisher_rao_ratios(gen: torch.Generator, d: int = 8, eps_grid=np.logspace(-4,
     out = {"eps": np.asarray(eps_grid), "I": [], "S": [], "S_fixed": []}
     for eps in eps_grid:
         dS = float(eps) * E
-        out["I"].append((G.lemma42_expected_sq_delta(zero, eye, zero, eye + dS) / G.fisher_rao_sq(eye, eye + dS)).item())
+        out["I"].append(
+            (G.lemma42_expected_sq_delta(zero, eye, zero, eye + dS) / G.fisher_rao_sq(eye, eye + dS)).item()
+        )
         exact = G.lemma42_expected_sq_delta(zero, S, zero, S + dS)
         out["S"].append((exact / G.fisher_rao_sq(S, S + dS)).item())
         out["S_fixed"].append((exact / G.score_delta_second_order(S, dS)).item())
@@ -135,8 +137,7 @@ def minisd_points(model, records: list[dict], steps, store, seed: int = 0) -> li
     generation seed), the exact −tr H, ‖s‖², −tr H³ and ‖Hs‖² of the conditional score (dense 256×256 Jacobian).
     Points come from ``store``; a prompt's path is sampled only when one of its points is missing."""
     from .minisd import experiments as X
-    from .pipeline import prompt_seed
-    from .sampling import ddim_timesteps
+    from .sampling import ddim_timesteps, prompt_seed
 
     ts = ddim_timesteps(model.num_train_timesteps, 50, model.steps_offset)  # t of each step index
     points = []

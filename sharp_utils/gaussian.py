@@ -31,11 +31,15 @@ def sample_gaussian(n: int, mu: Tensor, Sigma: Tensor, generator: torch.Generato
     return mu + z @ L.T
 
 
-def random_covariance(d: int, cond: float = 10.0, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
+def random_covariance(
+    d: int, cond: float = 10.0, generator: torch.Generator | None = None, dtype=torch.float64
+) -> Tensor:
     """A random SPD matrix with eigenvalues log-uniform in [1/√cond, √cond] and a Haar-random eigenbasis."""
     Q, R = torch.linalg.qr(torch.randn(d, d, dtype=dtype, generator=generator))
     Q = Q * torch.sign(torch.diagonal(R))
-    lam = torch.exp((torch.rand(d, dtype=dtype, generator=generator) - 0.5) * torch.log(torch.tensor(cond, dtype=dtype)))
+    lam = torch.exp(
+        (torch.rand(d, dtype=dtype, generator=generator) - 0.5) * torch.log(torch.tensor(cond, dtype=dtype))
+    )
     return (Q * lam) @ Q.T
 
 
@@ -74,7 +78,8 @@ def section44_expected_sq_hdelta_sdelta(mu: Tensor, Sigma: Tensor, mu_c: Tensor,
 
 
 def eigen_sum(lam: Tensor, lam_c: Tensor, power: int) -> Tensor:
-    """Σ_i (λ_i − λ_{i,c})^power / λ_{i,c} with λ the (positive) eigenvalues of Σ⁻¹ = −H, paired along a common eigenbasis.
+    """Σ_i (λ_i − λ_{i,c})^power / λ_{i,c} with λ the (positive) eigenvalues of Σ⁻¹ = −H, paired along a common
+    eigenbasis.
 
     power=2: Lemma 4.2's commuting reduction; power=4: the §4.4 expectation.
     """

@@ -72,7 +72,8 @@ def trajectory_metrics(
     rel_step: float | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> dict[str, dict[int, Tensor]]:
-    """Detection metrics averaged over the first k DDIM steps from ``x_T``, for every k in ``ks`` (§4.3-4.5 of Jeon et al. 2025).
+    """Detection metrics averaged over the first k DDIM steps from ``x_T``, for every k in ``ks`` (§4.3-4.5 of Jeon
+    et al. 2025).
 
     One trajectory of max(ks) guided DDIM steps serves every k.  Returns {metric: {k: per-sample mean}}.
     ``space`` ('score', 'eps', or {metric: space}) picks s = −ε/√(1−ᾱ_t) (the paper's analysis) or ε
@@ -141,7 +142,8 @@ def first_steps_metrics(
 
 
 def attention_entropy(p: Tensor, dim: int = -1) -> Tensor:
-    """Σ_i −p_i log p_i over ``dim`` (terms with p_i = 0 count 0): Ren et al. 2024's E_t (App. D.1 of Jeon et al. 2025)."""
+    """Σ_i −p_i log p_i over ``dim`` (terms with p_i = 0 count 0): Ren et al. 2024's E_t (App. D.1 of Jeon et al.
+    2025)."""
     p = p.double()
     return -(p * torch.log(p.clamp_min(1e-300))).sum(dim)
 
@@ -155,7 +157,8 @@ def summary_entropy(token_probs: Tensor, lengths: Tensor) -> Tensor:
 
 
 def masked_wen_metric(delta: Tensor, mask: Tensor) -> Tensor:
-    """Chen et al. 2024's bright-ending metric at one step, ‖ε^Δ ∘ m‖ / mean(m) per sample (App. D.1 of Jeon et al. 2025).
+    """Chen et al. 2024's bright-ending metric at one step, ‖ε^Δ ∘ m‖ / mean(m) per sample (App. D.1 of Jeon et al.
+    2025).
 
     ``mask`` (B, h, w) broadcasts over the latent channels; its scale cancels.
     """
@@ -174,7 +177,8 @@ def tile_size(height: int, reference_tile: int = 128, reference_height: int = 51
 
 
 def tiled_l2_distance(a: Tensor, b: Tensor, tile: int) -> Tensor:
-    """Max over non-overlapping ``tile``×``tile`` tiles of the RMS pixel distance between images ``a`` and ``b`` (C, H, W)."""
+    """Max over non-overlapping ``tile``×``tile`` tiles of the RMS pixel distance between images ``a`` and ``b`` (C,
+    H, W)."""
     C, H, W = a.shape
     if H % tile or W % tile:
         raise ValueError(f"image size {H}x{W} is not a multiple of the tile size {tile}")

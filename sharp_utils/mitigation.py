@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .pipeline import PipelineScoreModel, prompt_seed
-from .sampling import ddim_timesteps, sample_ddim
+from .pipeline import PipelineScoreModel
+from .sampling import ddim_timesteps, prompt_seed, sample_ddim
 from .scores import repeat_condition
 
 SAIL_LOSSES = ("paper", "official")
@@ -41,7 +41,9 @@ class SailResult:
     seeds: list[int] = field(default_factory=list)  # the seed each accepted x_T was drawn from (before optimisation)
 
 
-def sail_objective(model, x: Tensor, t: int, cond: Tensor, alpha: float, loss: str = "paper", delta: float = 1.0) -> Tensor:
+def sail_objective(
+    model, x: Tensor, t: int, cond: Tensor, alpha: float, loss: str = "paper", delta: float = 1.0
+) -> Tensor:
     """SAIL's per-candidate objective at t = T−1 (§5.1, Algorithm 2 of Jeon et al. 2025).
 
     ``paper``: ‖s^Δ(x + δ ŝ) − s^Δ(x)‖² + α‖x‖² with ŝ = s^Δ(x)/‖s^Δ(x)‖ (Alg. 2 normalises the step; δ = 1
@@ -97,8 +99,10 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
         for step in range(max_steps + 1):
             L = sail_objective(model, x.to(model.dtype), t, repeat_condition(cond, budget), alpha, loss, delta).float()
             if not torch.isfinite(L).all():
-                raise MitigationError(f"SAIL loss became {L[~torch.isfinite(L)][0].item()} at round {rnd}, step {step}: "
-                                      "lower lr (default 0.05) or run the model in float32")
+                raise MitigationError(
+                    f"SAIL loss became {L[~torch.isfinite(L)][0].item()} at round {rnd}, step {step}: "
+                    "lower lr (default 0.05) or run the model in float32"
+                )
             if callback is not None:
                 callback({"round": rnd, "step": step, "loss": L.detach()})
             newly = (L.detach() <= thres) & ~frozen
@@ -119,8 +123,10 @@ def sail(model: PipelineScoreModel, prompt: str, n: int, threshold: float, alpha
         if fallback and (rnd + 1) % 3 == 0:
             thres += 0.1
     else:
-        raise MitigationError(f"SAIL accepted {len(accepted)}/{n} candidates for {prompt[:60]!r} after {max_rounds} rounds "
-                              f"(final ℓ_thres {thres:.2f}): raise --threshold or max_steps")
+        raise MitigationError(
+            f"SAIL accepted {len(accepted)}/{n} candidates for {prompt[:60]!r} after {max_rounds} rounds "
+            f"(final ℓ_thres {thres:.2f}): raise --threshold or max_steps"
+        )
     xs = torch.stack(accepted[:n])
     ratio = (xs.flatten(1).pow(2).sum(1) / d).tolist()
     return SailResult(xs.to(model.device, model.dtype), losses[:n], steps[:n], thres, rnd + 1, ratio, from_seed[:n])
@@ -150,7 +156,9 @@ def random_number_addition(prompt: str, k: int, seed: int) -> str:
 
 def word_vocabulary(tokenizer) -> list[str]:
     """Whole-word alphabetic entries of a CLIP-style BPE vocabulary (``word</w>``), for RTA."""
-    words = sorted({tok[:-4] for tok in tokenizer.get_vocab() if tok.endswith("</w>") and re.fullmatch(r"[a-z]{2,}", tok[:-4])})
+    words = sorted(
+        {tok[:-4] for tok in tokenizer.get_vocab() if tok.endswith("</w>") and re.fullmatch(r"[a-z]{2,}", tok[:-4])}
+    )
     if not words:  # byte-level toy tokenizers: fall back to letters
         words = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     return words

@@ -4,7 +4,8 @@ Generation g of prompt p starts from x_T drawn with seed hash(seed, p, g) (:func
 method but SAIL, so the no-mitigation image and each mitigated image of the same (p, g) are directly comparable;
 SAIL's first round starts from those same x_T and replaces only the ones it optimises or re-draws. ``sail`` uses the
 loss in ``sail_kw`` (§5.1's by default), ``sail-official`` the official code's; ``redraw`` is SAIL's control: the x_T
-SAIL accepted, taken before its optimisation steps (it re-draws as often as SAIL does, without optimising).  Rows are appended to ``DIR/results.csv`` one by one and a rerun skips the
+SAIL accepted, taken before its optimisation steps (it re-draws as often as SAIL does, without optimising).  Rows
+are appended to ``DIR/results.csv`` one by one and a rerun skips the
 (prompt, method, setting) groups already complete; images go to ``DIR/images/<method>/<setting>/``.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 
 from .mitigation import (SAIL_DEFAULTS, generate, random_number_addition, random_token_addition, sail,
                          summary_token_mask, wen_embedding_optimization, word_vocabulary)
-from .pipeline import PipelineScoreModel, prompt_seed
+from .pipeline import PipelineScoreModel
+from .sampling import prompt_seed
 from .results import ResultWriter
 from .scoring import AlignmentScorer, CopyScorer, ScorerError, copy_scores, load_image, save_image
 
@@ -125,13 +127,23 @@ def prepare_prompt(model: PipelineScoreModel, prompt: str, method: str, setting:
 def _sample(model: PipelineScoreModel, preps: list[dict]) -> torch.Tensor:
     """Latents of several prepared prompts sharing one (method, setting), sampled as one batch."""
     masks, conds = [p["token_mask"] for p in preps], [p["cond"] for p in preps]
-    cond = torch.cat(conds) if torch.is_tensor(conds[0]) else [c for cs in conds for c in cs]  # exact densities: captions
+    cond = (
+        torch.cat(conds) if torch.is_tensor(conds[0]) else [c for cs in conds for c in cs]
+    )  # exact densities: captions
     return generate(model, torch.cat([p["x_T"] for p in preps]), cond,
                     bos_scale=preps[0]["bos_scale"], token_mask=None if masks[0] is None else torch.cat(masks))
 
 
-def mitigate_prompt(model: PipelineScoreModel, prompt: str, method: str, setting: float, n: int, seed: int = 0,
-                    sail_kw: dict | None = None, vocab: list[str] | None = None) -> tuple[torch.Tensor, list[str], dict]:
+def mitigate_prompt(
+    model: PipelineScoreModel,
+    prompt: str,
+    method: str,
+    setting: float,
+    n: int,
+    seed: int = 0,
+    sail_kw: dict | None = None,
+    vocab: list[str] | None = None,
+) -> tuple[torch.Tensor, list[str], dict]:
     """One prompt under one (method, setting): (latents (n, C, h, w), the prompt each generation used, extras)."""
     prep = prepare_prompt(model, prompt, method, setting, n, seed, sail_kw, vocab)
     return _sample(model, [prep]), prep["used"], prep["extra"]
@@ -244,10 +256,16 @@ def tradeoff_points(rows: list[dict]) -> dict[str, list[tuple[float, float, floa
 
 _LABELS = {"none": "no mitigation", "sail": "SAIL", "sail-official": "SAIL, official loss",
            "redraw": "re-draw control"}
-_STYLE = {"none": dict(marker="*", ms=14, color="k"), "sail": dict(marker="D", ms=6, color="tab:purple"),
-          "sail-official": dict(marker="s", ms=5, color="tab:brown"), "redraw": dict(marker="x", ms=6, color="tab:gray"),
-          "rta": dict(marker="o", ms=5, color="tab:red"), "rna": dict(marker="o", ms=5, color="tab:green"),
-          "wen": dict(marker="o", ms=5, color="tab:pink"), "ren": dict(marker="o", ms=5, color="tab:orange")}
+_STYLE = {
+    "none": dict(marker="*", ms=14, color="k"),
+    "sail": dict(marker="D", ms=6, color="tab:purple"),
+    "sail-official": dict(marker="s", ms=5, color="tab:brown"),
+    "redraw": dict(marker="x", ms=6, color="tab:gray"),
+    "rta": dict(marker="o", ms=5, color="tab:red"),
+    "rna": dict(marker="o", ms=5, color="tab:green"),
+    "wen": dict(marker="o", ms=5, color="tab:pink"),
+    "ren": dict(marker="o", ms=5, color="tab:orange"),
+}
 
 
 def tradeoff_intervals(rows: list[dict]) -> dict[str, list[dict]]:
@@ -302,8 +320,14 @@ def plot_tradeoff(rows: list[dict], ax=None, methods=None, labelled=("sail", "rt
         vals = pts[m]
         x = [v["alignment"] for v in vals]
         y = [v["copy_score"] for v in vals]
-        xerr = [[v["alignment"] - v["alignment_ci"][0] for v in vals], [v["alignment_ci"][1] - v["alignment"] for v in vals]]
-        yerr = [[v["copy_score"] - v["copy_score_ci"][0] for v in vals], [v["copy_score_ci"][1] - v["copy_score"] for v in vals]]
+        xerr = [
+            [v["alignment"] - v["alignment_ci"][0] for v in vals],
+            [v["alignment_ci"][1] - v["alignment"] for v in vals],
+        ]
+        yerr = [
+            [v["copy_score"] - v["copy_score_ci"][0] for v in vals],
+            [v["copy_score_ci"][1] - v["copy_score"] for v in vals],
+        ]
         st = _STYLE.get(m, dict(marker="o", ms=5, color=None))
         line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, ls="--" if m in ("redraw", "sail-official") else "-",
                            lw=1.8 if m == "sail" else 1.0, elinewidth=0.6, capsize=1.5,
@@ -328,7 +352,8 @@ def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generat
               references: list[list[Path]] | None = None):
     """Qualitative grid: per prompt, its training image (``references``), the unmitigated image and each method's
     image from the same seed. SAIL (and its re-draw control) shows the setting where SAIL's image differs most from
-    the unmitigated one (written under the image); the baselines their middle setting. Prompts: those where SAIL changes its image most first."""
+    the unmitigated one (written under the image); the baselines their middle setting. Prompts: those where SAIL
+    changes its image most first."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
@@ -351,7 +376,8 @@ def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generat
     for i, pi in enumerate(prompts):
         for j, col in enumerate(cols):
             ax = axes[i][j]
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
             if col == "training image":
                 if references[pi]:
                     ax.imshow(load_image(references[pi][0]).permute(1, 2, 0).numpy())
@@ -364,7 +390,9 @@ def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generat
                     ax.axis("off")
                     continue
                 ax.imshow(img(r).permute(1, 2, 0).numpy())
-                ax.set_xlabel(("" if col == "none" else f"{s:.4g} · ") + f"copy {float(r['copy_score']):.2f}", fontsize=6)
+                ax.set_xlabel(
+                    ("" if col == "none" else f"{s:.4g} · ") + f"copy {float(r['copy_score']):.2f}", fontsize=6
+                )
             if i == 0:
                 ax.set_title(_LABELS.get(col, col.upper()) if col != "training image" else col, fontsize=7)
     fig.tight_layout()
@@ -390,7 +418,8 @@ def per_prompt_means(rows: list[dict], method: str, setting: float, column: str 
 def paired_lead(rows: list[dict], a: tuple[str, float], b: tuple[str, float], column: str = "copy_score",
                 lower_is_better: bool = True) -> tuple[float, tuple[float, float], int]:
     """How much (method, setting) ``a`` leads ``b`` on ``column`` (positive = ``a`` better), as the mean over prompts
-    of per-prompt mean differences, with a bootstrap interval paired over the prompts both ran; (value, ci, n prompts)."""
+    of per-prompt mean differences, with a bootstrap interval paired over the prompts both ran; (value, ci, n
+    prompts)."""
     import numpy as np
 
     from .stats import bootstrap_ci

@@ -12,7 +12,6 @@ VAE decoder (final images), and cross-attention processors that record attention
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .sampling import prompt_seed  # noqa: F401  (re-exported: seeding lives with the sampler)
 from .sampling import per_sample_noise
 from .scores import ScoreModel
 
@@ -31,6 +31,10 @@ DEFAULT_GUIDANCE = 7.5
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
+
+# Stable Diffusion v1's noise schedule as diffusers' DDIM configuration (MiniSD and the tiny test pipelines use it)
+SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                    clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
 
 class PipelineLoadError(RuntimeError):
     """A pipeline folder or hub id could not be loaded; the message names the fix."""
@@ -49,13 +53,6 @@ def default_device() -> str:
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return "cpu"
-
-
-def prompt_seed(base_seed: int, prompt: str, generation: int) -> int:
-    """Seed of generation ``generation`` of ``prompt``: a hash of (seed, prompt text, index), so it depends on
-    neither batch size nor prompt order (NVlabs/edm-style per-sample seeds)."""
-    h = hashlib.sha256(f"{int(base_seed)}\x1f{prompt}\x1f{int(generation)}".encode("utf-8")).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
 # ---------------------------------------------------------------- attention processors
@@ -235,7 +232,8 @@ class PipelineScoreModel(ScoreModel):
 
     @contextlib.contextmanager
     def recording(self, map_tokens: Tensor | None = None, map_layers: tuple[int, ...] = ()):
-        """Record cross-attention probabilities of conditional UNet calls inside the block (see :class:`AttentionStore`)."""
+        """Record cross-attention probabilities of conditional UNet calls inside the block (see
+        :class:`AttentionStore`)."""
         self._install_cross_processors()
         self.store.reset()
         self.store.map_tokens, self.store.map_layers = map_tokens, tuple(map_layers)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from . import paths
 
-# The paper's prompt sets as published beside its official code (github.com/Dongjae0324/sharpness_memorization_diffusion)
+# The paper's prompt sets as published beside its official code
+# (github.com/Dongjae0324/sharpness_memorization_diffusion)
 SD_PROMPT_FILES = ("sd1_mem.txt", "sd1_mem.jsonl", "sd1_nmem.txt", "sd2_mem.txt", "sd2_mem.jsonl", "sd2_nmem.txt",
                    "sample_mitigation.txt")
 SD_PROMPTS_URL = "https://raw.githubusercontent.com/Dongjae0324/sharpness_memorization_diffusion/main/prompts/{name}"
@@ -75,7 +76,9 @@ def sd_prompt_file(name: str) -> Path:
     return p
 
 
-def download_sd_prompts(dest: str | Path | None = None, names=SD_PROMPT_FILES, timeout: float = 30.0, log=print) -> Path:
+def download_sd_prompts(
+    dest: str | Path | None = None, names=SD_PROMPT_FILES, timeout: float = 30.0, log=print
+) -> Path:
     """Fetch the paper's public SD prompt sets into ``dest`` (default ``prompts/sd``); files already there are kept."""
     dest = Path(dest) if dest else paths.PROMPTS / "sd"
     dest.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,9 @@ def download_sd_prompts(dest: str | Path | None = None, names=SD_PROMPT_FILES, t
             with urllib.request.urlopen(url, timeout=timeout) as r:
                 data = r.read()
         except OSError as e:
-            raise PromptFileError(f"could not fetch {url} ({e}); check the network or copy the files into {dest}") from None
+            raise PromptFileError(
+                f"could not fetch {url} ({e}); check the network or copy the files into {dest}"
+            ) from None
         tmp = target.with_suffix(target.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(target)

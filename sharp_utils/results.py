@@ -105,7 +105,9 @@ def result_parts(path: str | Path) -> list[Path]:
         return [path]
     parts = sorted(Path(p) for p in glob.glob(str(path.with_name(f"{path.stem}.rank*-of-*{path.suffix or '.csv'}"))))
     if not parts:
-        raise ResultFileError(f"{path}: no such file and no shard parts {path.stem}.rank*-of-*.csv; run `sharp detect` first")
+        raise ResultFileError(
+            f"{path}: no such file and no shard parts {path.stem}.rank*-of-*.csv; run `sharp detect` first"
+        )
     return parts
 
 
@@ -177,9 +179,13 @@ def table1_frame(table: list[dict], extra: dict[str, dict] | None = None):
     return pd.DataFrame(out)
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| method | steps | n | AUC | TPR@1%FPR | TPR@3%FPR | mem | non-mem | s/prompt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    body = [f"| {r['method']} | {r['steps']} | {r['n']} | {r['auc']:.3f} | {r['tpr@1%fpr']:.3f} | {r['tpr@3%fpr']:.3f} | "
-            f"{r['n_mem']} | {r['n_nmem']} | {r['seconds_per_prompt']:.3g} |" for r in rows]
+    head = ("| method | steps | n | AUC | TPR@1%FPR | TPR@3%FPR | mem | non-mem | s/prompt |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    body = [
+        f"| {r['method']} | {r['steps']} | {r['n']} | {r['auc']:.3f} | {r['tpr@1%fpr']:.3f} | {r['tpr@3%fpr']:.3f} | "
+        f"{r['n_mem']} | {r['n_nmem']} | {r['seconds_per_prompt']:.3g} |"
+        for r in rows
+    ]
     return "\n".join([head, *body])
 
 
@@ -212,7 +218,9 @@ def write_manifest(folder: str | Path, section: str | None = None, **settings) -
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 

@@ -5,6 +5,8 @@ Timesteps follow diffusers' ``DDIMScheduler`` with ``timestep_spacing="leading"`
 """
 from __future__ import annotations
 
+import hashlib
+
 from typing import Any, Callable, Sequence
 
 import torch
@@ -16,7 +18,9 @@ from .scores import ScoreModel, cfg_combine, eps_to_x0
 
 def per_sample_noise(seeds, shape: tuple[int, ...], dtype=torch.float32) -> Tensor:
     """x_T for each seed from its own CPU ``torch.Generator``: results do not depend on batch size or order."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype) for s in seeds])
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype) for s in seeds]
+    )
 
 
 def ddim_timesteps(num_train_timesteps: int, num_inference_steps: int, steps_offset: int = 1) -> list[int]:
@@ -39,7 +43,9 @@ def alpha_bar_prev(model: ScoreModel, t: int, num_inference_steps: int) -> Tenso
     return model.alphas_cumprod[prev] if prev >= 0 else model.alphas_cumprod[0]
 
 
-def guided_eps(model: ScoreModel, x: Tensor, t: int, cond: Any, uncond: Any, guidance_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def guided_eps(
+    model: ScoreModel, x: Tensor, t: int, cond: Any, uncond: Any, guidance_scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """(guided ε, ε(x, c), ε(x, ∅)) with classifier-free guidance."""
     eps_c = model.eps(x, t, cond)
     if guidance_scale == 1.0:
@@ -59,14 +65,17 @@ def sample_ddim(
     callback: Callable[[dict], None] | None = None,
     disable: bool | None = True,
 ) -> Tensor:
-    """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps', 'eps_c', 'eps_u'} each step.
+    """DDIM (η = 0) from x_T with classifier-free guidance; ``callback`` gets {'i', 't', 'x', 'eps', 'eps_c',
+    'eps_u'} each step.
 
     ``guidance_scale`` is one scale or one per step (largest t first), e.g. to locate where guidance acts.
     """
     ts = ddim_timesteps(model.num_train_timesteps, num_steps, steps_offset)
     scales = [float(guidance_scale)] * num_steps if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
     if len(scales) != num_steps:
-        raise ValueError(f"guidance_scale has {len(scales)} values for {num_steps} steps: give one scale or one per step")
+        raise ValueError(
+            f"guidance_scale has {len(scales)} values for {num_steps} steps: give one scale or one per step"
+        )
     for i, t in enumerate(tqdm(ts, disable=disable, desc="ddim")):
         with torch.no_grad():
             eps, eps_c, eps_u = guided_eps(model, x, t, cond, uncond, scales[i])
@@ -82,3 +91,10 @@ def step_label(index: int, timesteps: list[int]) -> str:
     """The notebooks' one timestep convention: 'step k of N (t = …)' for the 0-based ``index`` into the DDIM
     ``timesteps`` (step 1 of N is the paper's t = T−1, step N its t = 1; docs/glossary.md#timesteps)."""
     return f"step {index + 1} of {len(timesteps)} (t = {timesteps[index]})"
+
+
+def prompt_seed(base_seed: int, prompt: str, generation: int) -> int:
+    """Seed of generation ``generation`` of ``prompt``: a hash of (seed, prompt text, index), so it depends on
+    neither batch size nor prompt order (NVlabs/edm-style per-sample seeds)."""
+    h = hashlib.sha256(f"{int(base_seed)}\x1f{prompt}\x1f{int(generation)}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)

@@ -76,7 +76,8 @@ def cfg_combine(cond: Tensor, uncond: Tensor, guidance_scale: float) -> Tensor:
 
 
 def repeat_condition(cond: Any, n: int) -> Any:
-    """One condition for ``n`` batch rows: text embeddings (1, L, D) expanded, a one-key list repeated (exact models)."""
+    """One condition for ``n`` batch rows: text embeddings (1, L, D) expanded, a one-key list repeated (exact
+    models)."""
     if isinstance(cond, Tensor):
         return cond.expand(n, *cond.shape[1:])
     if isinstance(cond, (list, tuple)):

@@ -88,7 +88,9 @@ class SSCDCopyScorer:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.model = torch.jit.load(str(path), map_location=device).eval()
         except RuntimeError as e:
-            raise ScorerError(f"{path}: not a TorchScript archive ({str(e).splitlines()[0]}); give SSCD's .torchscript.pt") from None
+            raise ScorerError(
+                f"{path}: not a TorchScript archive ({str(e).splitlines()[0]}); give SSCD's .torchscript.pt"
+            ) from None
         self.device, self.size = torch.device(device), size
 
     @torch.no_grad()
@@ -97,7 +99,9 @@ class SSCDCopyScorer:
         h, w = x.shape[-2:]
         s = self.size / min(h, w)
         x = F.interpolate(x, size=(round(h * s), round(w * s)), mode="bilinear", antialias=True, align_corners=False)
-        x = (x - torch.tensor(self.MEAN, device=x.device)[:, None, None]) / torch.tensor(self.STD, device=x.device)[:, None, None]
+        x = (x - torch.tensor(self.MEAN, device=x.device)[:, None, None]) / torch.tensor(self.STD, device=x.device)[
+            :, None, None
+        ]
         return F.normalize(self.model(x).float(), dim=1).cpu()
 
 
@@ -137,7 +141,9 @@ def load_image(path: str | Path) -> Tensor:
         with Image.open(path) as im:
             a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except (OSError, ValueError) as e:
-        raise ScorerError(f"{path}: cannot read it as an image ({type(e).__name__}); give PNG/JPEG reference images") from None
+        raise ScorerError(
+            f"{path}: cannot read it as an image ({type(e).__name__}); give PNG/JPEG reference images"
+        ) from None
     return torch.from_numpy(a).permute(2, 0, 1)
 
 

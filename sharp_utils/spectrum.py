@@ -87,7 +87,8 @@ def lanczos(
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
-    """Lanczos iteration with full re-orthogonalisation for a *symmetric* operator; returns the tridiagonal T (m × m)."""
+    """Lanczos iteration with full re-orthogonalisation for a *symmetric* operator; returns the tridiagonal T (m ×
+    m)."""
     m = min(int(num_iter), dim)
     Q = torch.zeros(dim, m, dtype=torch.float64)
     alpha = torch.zeros(m, dtype=torch.float64)
@@ -138,7 +139,8 @@ def top_eigenvalues(
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
-    """The ``k`` eigenvalues of largest magnitude of the operator, real parts in ascending order (App. A.2 of Jeon et al. 2025).
+    """The ``k`` eigenvalues of largest magnitude of the operator, real parts in ascending order (App. A.2 of Jeon
+    et al. 2025).
 
     ``method``: 'arnoldi' (paper Algorithm 1; Ritz values of H_m), 'lanczos' (on (J + Jᵀ)/2, needs
     ``rmatvec`` unless ``symmetric``), 'arpack' (scipy ``eigs``, or ``eigsh`` when ``symmetric``) or 'dense'.
@@ -167,7 +169,9 @@ def top_eigenvalues(
         if k >= dim - 1 and not symmetric:
             raise ValueError(f"arpack eigs needs k < dim - 1 (k={k}, dim={dim}): use method='dense'")
         op = LinearOperator(
-            (dim, dim), dtype=np.float64, matvec=lambda v: _mv(matvec, torch.from_numpy(np.ascontiguousarray(v).reshape(-1))).cpu().numpy()
+            (dim, dim),
+            dtype=np.float64,
+            matvec=lambda v: _mv(matvec, torch.from_numpy(np.ascontiguousarray(v).reshape(-1))).cpu().numpy(),
         )
         start = _start_vector(dim, v0, generator).numpy()
         ncv = min(dim, max(m, 2 * k + 1))

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import torch
 
+from .pipeline import SD_SCHEDULER
+
 # SD's scheduler configuration (CompVis/stable-diffusion-v1-4, stabilityai/stable-diffusion-2)
-SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                    clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
 
 
 def _byte_alphabet() -> list[str]:
     """The 256 printable stand-ins for bytes that CLIP's byte-level BPE uses."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     extra = [b for b in range(256) if b not in keep]
     return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]
 
@@ -40,7 +42,8 @@ def tiny_tokenizer(max_length: int = 16):
 
 def build_tiny_pipeline(prediction_type: str = "epsilon", seed: int = 0, max_length: int = 16,
                         sample_size: int = 8, cross_dim: int = 32):
-    """A random-weight ``StableDiffusionPipeline``: latents 4×``sample_size``², images 2× larger, 11 cross-attention layers."""
+    """A random-weight ``StableDiffusionPipeline``: latents 4×``sample_size``², images 2× larger, 11 cross-attention
+    layers."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -184,7 +184,8 @@ def dsm_loss(eps_hat: Tensor, eps: Tensor) -> Tensor:
 
 def second_order_dsm_loss(eps_fn, x_t: Tensor, eps: Tensor, sigma: Tensor, eps_hat: Tensor | None = None,
                           num_probes: int = 1, exact: bool = False, generator: torch.Generator | None = None) -> Tensor:
-    """L_DSM^(2) = E‖σ_t² H_θ(x_t) + I − ℓ₁ℓ₁ᵀ‖_F², ℓ₁ = σ_t s_θ(x_t) + ε (App. A.1 of Jeon et al. 2025; Lu et al. 2022).
+    """L_DSM^(2) = E‖σ_t² H_θ(x_t) + I − ℓ₁ℓ₁ᵀ‖_F², ℓ₁ = σ_t s_θ(x_t) + ε (App. A.1 of Jeon et al. 2025; Lu et al.
+    2022).
 
     With ε-prediction σ s_θ = −ε_θ, so ℓ₁ = ε − ε_θ (held fixed: stop-gradient, as for "a given trained score")
     and σ² H_θ = −σ ∇ε_θ.  The Frobenius norm is estimated with Gaussian probes v, E‖M v‖² = ‖M‖_F²
@@ -195,7 +196,12 @@ def second_order_dsm_loss(eps_fn, x_t: Tensor, eps: Tensor, sigma: Tensor, eps_h
     ell = (eps - eps_hat).detach().flatten(1)
     d = ell.shape[1]
     if exact:
-        probes = torch.eye(d, device=x_t.device, dtype=x_t.dtype).reshape(d, 1, *x_t.shape[1:]).expand(d, *x_t.shape).contiguous()
+        probes = (
+            torch.eye(d, device=x_t.device, dtype=x_t.dtype)
+            .reshape(d, 1, *x_t.shape[1:])
+            .expand(d, *x_t.shape)
+            .contiguous()
+        )
     else:
         probes = torch.randn((num_probes, *x_t.shape), device=x_t.device, dtype=x_t.dtype, generator=generator)
     total = 0.0
@@ -305,16 +311,35 @@ def train_score_model(
             decay = min(ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_params, net_params, 1 - decay)
         if step % log_every == 0 or step == 1:
-            row = {"step": step, "dsm": float(l1.detach()), "dsm2": float(l2.detach()), "seconds": round(time.time() - start, 1)}
+            row = {
+                "step": step,
+                "dsm": float(l1.detach()),
+                "dsm2": float(l2.detach()),
+                "seconds": round(time.time() - start, 1),
+            }
             log.append(row)
             if progress:
                 print(row, flush=True)
         if max_seconds is not None and time.time() - start > max_seconds:
             break
     recipe = {
-        "steps": step, "steps_requested": steps, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW, 500-step warm-up", "ema": f"decay min({ema_decay}, (1+s)/(10+s))",
-        "second_order_weight": second_order_weight, "num_probes": num_probes, "exact_jacobian": exact_jacobian,
-        "cfg_drop": cfg_drop, "uncond_examples": None if uncond_x is None else int(uncond_x.shape[0]), "augment": getattr(augment, "__doc__", None), "ema_decay": ema_decay, "seed": seed, "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
-        "seconds": round(time.time() - start, 1), "torch": torch.__version__, "log": log,
+        "steps": step,
+        "steps_requested": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": "AdamW, 500-step warm-up",
+        "ema": f"decay min({ema_decay}, (1+s)/(10+s))",
+        "second_order_weight": second_order_weight,
+        "num_probes": num_probes,
+        "exact_jacobian": exact_jacobian,
+        "cfg_drop": cfg_drop,
+        "uncond_examples": None if uncond_x is None else int(uncond_x.shape[0]),
+        "augment": getattr(augment, "__doc__", None),
+        "ema_decay": ema_decay,
+        "seed": seed,
+        "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
+        "seconds": round(time.time() - start, 1),
+        "torch": torch.__version__,
+        "log": log,
     }
     return ema.cpu(), recipe

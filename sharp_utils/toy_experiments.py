@@ -188,11 +188,15 @@ def read_copy_results(path: Path, folder: Path) -> tuple[list[dict], dict]:
         raise CheckpointError(f"{path} was computed from another checkpoint than {folder}: delete it and rerun "
                               "scripts/check_mnist_memorization.py")
     with open(path, newline="") as f:
-        rows = [{"group": r["group"], "seed": int(r["seed"]), "distance": float(r["distance"])} for r in csv.DictReader(f)]
+        rows = [
+            {"group": r["group"], "seed": int(r["seed"]), "distance": float(r["distance"])} for r in csv.DictReader(f)
+        ]
     return rows, settings
 
 
-def memorization_summary(samples: Tensor, train: Tensor, train_reference: Tensor | None = None, factor: float = 0.5) -> dict:
+def memorization_summary(
+    samples: Tensor, train: Tensor, train_reference: Tensor | None = None, factor: float = 0.5
+) -> dict:
     """Fraction of samples within ``factor`` × (median leave-one-out nearest-neighbour distance of the training set)
     of a training sample: 'copies'.  The reference spread comes from ``train_reference`` (default ``train``)."""
     thr, spacing = copy_threshold(train if train_reference is None else train_reference, factor)

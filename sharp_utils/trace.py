@@ -9,7 +9,9 @@ from torch import Tensor
 BatchMatVec = Callable[[Tensor], Tensor]
 
 
-def rademacher(shape: tuple[int, ...], generator: torch.Generator | None = None, dtype=torch.float32, device=None) -> Tensor:
+def rademacher(
+    shape: tuple[int, ...], generator: torch.Generator | None = None, dtype=torch.float32, device=None
+) -> Tensor:
     """Rademacher probes: independent ±1 entries."""
     z = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64)
     return (2 * z - 1).to(dtype=dtype, device=device)

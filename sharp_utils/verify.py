@@ -42,7 +42,9 @@ def tables() -> list[Path]:
     found = [root / "mnist_9v3_appc_copies.csv", root / "05_detection_table1" / "detect.csv",
              root / "06_mitigation_fig6" / "results.csv", root / "03_sd_eigen_spectra" / "regime.csv"]
     found += sorted(root.glob("05_detection_table1/exact-*.csv"))
-    found += sorted(p for name in ("regime", "detect", "results") for p in root.glob(f"07_regime_ablation/*/{name}.csv"))
+    found += sorted(
+        p for name in ("regime", "detect", "results") for p in root.glob(f"07_regime_ablation/*/{name}.csv")
+    )
     found += sorted(root.glob("0[0-9]_*/*.npz"))
     return [p for p in found if p.exists()]
 
@@ -98,20 +100,44 @@ def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> t
     out = []
     for i in picks:
         r = rows[i % len(rows)]
-        if path.name.startswith("exact-"):  # notebook 05's rows of the training set's exact density ("exact:<model>:<pool>")
+        if path.name.startswith(
+            "exact-"
+        ):  # notebook 05's rows of the training set's exact density ("exact:<model>:<pool>")
             from .exact_experiments import exact_detection_rows, minisd_exact
             from .minisd.experiments import design
 
             _, base, pool = r["model"].split(":")[:3]
             if pool not in exact:
                 exact[pool] = minisd_exact(pipe, pool, design=design(base))
-            got = exact_detection_rows(exact[pool], [r["prompt"]], pipe.latent_shape, (r["method"],), (int(r["steps"]),),
-                                       (int(r["n"]),), int(r["seed"]), int(r["num_inference_steps"]),
-                                       float(r["guidance_scale"]), pipe.steps_offset)[0]
+            got = exact_detection_rows(
+                exact[pool],
+                [r["prompt"]],
+                pipe.latent_shape,
+                (r["method"],),
+                (int(r["steps"]),),
+                (int(r["n"]),),
+                int(r["seed"]),
+                int(r["num_inference_steps"]),
+                float(r["guidance_scale"]),
+                pipe.steps_offset,
+            )[0]
         else:
-            got = next(iter(detect(pipe, [r["prompt"]], (r["method"],), (int(r["steps"]),), (int(r["n"]),),
-                                   seed=int(r["seed"]), log=lambda s: None, opts=DetectOptions(
-                                       num_inference_steps=int(r.get("num_inference_steps") or man.get("num_steps", 50))))))
+            got = next(
+                iter(
+                    detect(
+                        pipe,
+                        [r["prompt"]],
+                        (r["method"],),
+                        (int(r["steps"]),),
+                        (int(r["n"]),),
+                        seed=int(r["seed"]),
+                        log=lambda s: None,
+                        opts=DetectOptions(
+                            num_inference_steps=int(r.get("num_inference_steps") or man.get("num_steps", 50))
+                        ),
+                    )
+                )
+            )
         if not _close(float(got["score"]), float(r["score"]), "detect"):
             out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']}@{r['steps']}, n={r['n']}, prompt "
                                 f"{r['prompt_index']})", r["score"], f"{float(got['score']):.6g}"))
@@ -132,7 +158,9 @@ def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatc
         d = float(E.mnist_copy_distances(model, data, r["group"], [int(r["seed"])], settings["guidance"],
                                          settings["num_steps"])[0])
         if not _close(d, float(r["distance"]), "mnist-copies"):
-            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['group']}, seed {r['seed']})", r["distance"], f"{d:.6f}"))
+            out.append(
+                Mismatch(str(path), f"{i % len(rows) + 2} ({r['group']}, seed {r['seed']})", r["distance"], f"{d:.6f}")
+            )
     return len(picks), out
 
 
@@ -185,7 +213,11 @@ def _compare_spectra(got, ref) -> str | None:
     """None where two spectra agree within tolerance, else how they differ."""
     a, b = np.sort_complex(np.asarray(got, complex)), np.sort_complex(np.asarray(ref, complex))
     err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-    return None if _close(err, 0.0, "spectra") else f"{a.real.min():.6g} (most negative); max relative difference {err:.2e}"
+    return (
+        None
+        if _close(err, 0.0, "spectra")
+        else f"{a.real.min():.6g} (most negative); max relative difference {err:.2e}"
+    )
 
 
 def _compare_points(got, ref) -> str | None:
@@ -246,8 +278,15 @@ def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]
         img = pipe.decode(lat[int(r["generation"]): int(r["generation"]) + 1])[0].float().clamp(0, 1)
         diff = float((img - load_image(path.parent / r["image"])).abs().mean())
         if not _close(diff, 0.0, "mitigation"):
-            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']} {r['setting']}, prompt {r['prompt_index']}, "
-                                f"generation {r['generation']})", r["image"], f"mean |pixel difference| {diff:.3f}"))
+            out.append(
+                Mismatch(
+                    str(path),
+                    f"{i % len(rows) + 2} ({r['method']} {r['setting']}, prompt {r['prompt_index']}, "
+                    f"generation {r['generation']})",
+                    r["image"],
+                    f"mean |pixel difference| {diff:.3f}",
+                )
+            )
     return len(picks), out
 
 
@@ -264,7 +303,7 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     copy_scorer, _ = load_evaluators()
     E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
     records = {r["caption"]: r for split in ("eval", "dev") for r in X.prompt_records("minisd", split)}
-    em_ids = sorted({r["train_ids"][0] for r in X.training_data()["records"] if r["category"] == "em"})
+    em_ids = X.em_image_ids()
     out = []
     for i in picks:
         r = rows[i % len(rows)]
@@ -277,20 +316,34 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
             got["copy_own"] = float(sims[ids].max())
         bad = {c: v for c, v in got.items() if not _close(v, float(r[c]), "regime")}
         if bad:
-            out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['group']}, {r['caption']!r}, generation {r['generation']})",
-                                ", ".join(f"{c} {r[c]}" for c in bad), ", ".join(f"{c} {v:.6g}" for c, v in bad.items())))
+            out.append(
+                Mismatch(
+                    str(path),
+                    f"{i % len(rows) + 2} ({r['group']}, {r['caption']!r}, generation {r['generation']})",
+                    ", ".join(f"{c} {r[c]}" for c in bad),
+                    ", ".join(f"{c} {v:.6g}" for c, v in bad.items()),
+                )
+            )
     return len(picks), out
 
 
-VERIFY = {"detect": verify_detect, "mnist-copies": verify_mnist_copies, "spectra": verify_spectra, "points": verify_points,
-          "mitigation": verify_mitigation, "regime": verify_regime}
+VERIFY = {
+    "detect": verify_detect,
+    "mnist-copies": verify_mnist_copies,
+    "spectra": verify_spectra,
+    "points": verify_points,
+    "mitigation": verify_mitigation,
+    "regime": verify_regime,
+}
 
 
 def verify(path: str | Path, rows: int = 2, seed: int = 0) -> tuple[int, list[Mismatch]]:
     """Recompute ``rows`` random rows of one table; (rows checked, mismatches)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such results table (sharp verify lists the committed ones without arguments)")
+        raise FileNotFoundError(
+            f"{path}: no such results table (sharp verify lists the committed ones without arguments)"
+        )
     k = kind(path)
     size = len(_read_csv(path)) if path.suffix == ".csv" else max(1, len(_stored_keys(path)))
     picks = np.random.default_rng(seed).choice(size, size=min(rows, size), replace=False).tolist()

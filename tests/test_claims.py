@@ -18,14 +18,20 @@ def _script():
 
 def test_report_prints_a_line_parse_reads_back(capsys):
     v = claims.report("fig1-end", claims.Ev(66.3, (41.0, 92.5), "120 vs 1880"))
-    w = claims.report("fig4-sd-lemma-4.1", [claims.Ev(0.95, (0.91, 0.97), 20, "step 1"), claims.Ev(0.5, (0.2, 0.93), 20, "step 50")],
-                      claims.Ev(1.2, (1.1, 1.3), 100))
+    w = claims.report(
+        "fig4-sd-lemma-4.1",
+        [claims.Ev(0.95, (0.91, 0.97), 20, "step 1"), claims.Ev(0.5, (0.2, 0.93), 20, "step 50")],
+        claims.Ev(1.2, (1.1, 1.3), 100),
+    )
     x = claims.report("alg1-exact", claims.Ev(2e-3, None, 2), note="x: y")
     printed = capsys.readouterr().out
     assert (v, w, x) == ("held", "inconclusive", "not held")
     assert printed.startswith("claim [fig1-end] held: memorized samples")
     parsed = claims.parse_claims(printed)
-    assert parsed["fig1-end"] == ("held", "median λ_min, memorized / non-memorized > 10: 66.3 [41, 92.5], n = 120 vs 1880")
+    assert parsed["fig1-end"] == (
+        "held",
+        "median λ_min, memorized / non-memorized > 10: 66.3 [41, 92.5], n = 120 vs 1880",
+    )
     assert parsed["fig4-sd-lemma-4.1"][1].count("(held)") == 2 and "(inconclusive)" in parsed["fig4-sd-lemma-4.1"][1]
     assert parsed["alg1-exact"][1].endswith("2.0e-03 exact, n = 2 · x: y")
     with pytest.raises(KeyError, match="add it there first"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sharp_utils.cli import main
-from sharp_utils.pipeline import prompt_seed
+from sharp_utils.sampling import prompt_seed
 from sharp_utils.results import read_results
 
 
@@ -47,8 +47,11 @@ def test_category_errors_name_the_fix(tmp_path, capsys):
     f, _ = _records(tmp_path, ("em", "nmem", "em"))
     txt = tmp_path / "p.txt"
     txt.write_text("a cat\n", encoding="utf-8")
-    for prompts, extra, match in ((f, ["--category", "pm"], "has em,nmem"), (txt, ["--category", "em"], "needs a .jsonl"),
-                                  (txt, ["--limit", "0"], "positive number")):
+    for prompts, extra, match in (
+        (f, ["--category", "pm"], "has em,nmem"),
+        (txt, ["--category", "em"], "needs a .jsonl"),
+        (txt, ["--limit", "0"], "positive number"),
+    ):
         capsys.readouterr()
         assert main(["detect", "--model", "minisd", "--prompts", str(prompts), *extra,
                      "--out", str(tmp_path / "x.csv")]) == 2
@@ -91,10 +94,18 @@ def test_detect_exact_minisd_equals_the_closed_form(minisd, tmp_path, capsys):
     wen = (a.sqrt() * (mean_u - z_c) / (1 - a).sqrt()).norm(dim=1).mean()
     assert float(row["score"]) == pytest.approx(float(wen), rel=1e-6)
     # attention-map methods and other exact models are refused with one line naming the fix
-    for model, method, match in (("exact:minisd", "le", "an exact density runs"), ("exact:mnist", "wen", "exact:<minisd|minisd-coupled>"),
-                                ("exact:minisd:trained", "wen", "appc|coupled")):
+    for model, method, match in (
+        ("exact:minisd", "le", "an exact density runs"),
+        ("exact:mnist", "wen", "exact:<minisd|minisd-coupled>"),
+        ("exact:minisd:trained", "wen", "appc|coupled"),
+    ):
         capsys.readouterr()
-        assert main(["detect", "--model", model, "--prompts", str(f), "--method", method, "--out", str(tmp_path / "x.csv")]) == 2
+        assert (
+            main(
+                ["detect", "--model", model, "--prompts", str(f), "--method", method, "--out", str(tmp_path / "x.csv")]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], err
 
@@ -117,8 +128,29 @@ def test_mitigate_exact_minisd_copies_from_every_x_T(tmp_path, capsys):
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps(em), encoding="utf-8")
     out = tmp_path / "m"
-    assert main(["mitigate", "--model", "exact:minisd-coupled", "--prompts", str(f), "--method", "sail", "--setting", "1.9",
-                 "-n", "1", "--sail-max-steps", "5", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "mitigate",
+                "--model",
+                "exact:minisd-coupled",
+                "--prompts",
+                str(f),
+                "--method",
+                "sail",
+                "--setting",
+                "1.9",
+                "-n",
+                "1",
+                "--sail-max-steps",
+                "5",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = read_mitigation(out)
     assert {r["method"] for r in rows} == {"none", "sail"}
     thr = load_evaluators()[0].threshold

@@ -51,6 +51,7 @@ def test_readme_is_a_short_front_page_with_the_two_commands():
     commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
     assert commands == ["bash run_all.sh", "bash run_tests.sh"]
     assert "bash run_tests.sh" in (ROOT / ".ci" / "run").read_text()
+    assert "ruff check ." in (ROOT / "run_tests.sh").read_text()  # the linter runs with the tests
     run_all = (ROOT / "run_all.sh").read_text()
     assert "papermill" in run_all and "scripts/claims_table.py" in run_all
     for script in ("run_all.sh", "run_tests.sh"):

@@ -63,8 +63,13 @@ def test_per_row_conditions_equal_one_key_at_a_time(gen, small):
     got = model.eps(x, 500, keys)
     for i, k in enumerate(keys):
         torch.testing.assert_close(got[i], model.eps(x[i: i + 1], 500, k)[0])
-        torch.testing.assert_close(got[i], model.posterior_mean(x[i: i + 1], 500, k)[0].mul(-model.alpha_bar(500).sqrt())
-                                   .add(x[i]).div((1 - model.alpha_bar(500)).sqrt()))
+        torch.testing.assert_close(
+            got[i],
+            model.posterior_mean(x[i : i + 1], 500, k)[0]
+            .mul(-model.alpha_bar(500).sqrt())
+            .add(x[i])
+            .div((1 - model.alpha_bar(500)).sqrt()),
+        )
     torch.testing.assert_close(model.exact_hessian(x, 500, keys)[2], model.exact_hessian(x[2:3], 500, "b")[0])
 
 
@@ -88,7 +93,8 @@ def test_guided_ddim_equals_a_brute_force_loop(gen):
     def eps(x, t, idx, ww):
         a = ac[t]
         logp = np.log(ww) - ((x[None] - np.sqrt(a) * zn[idx]) ** 2).sum(1) / (2 * (1 - a))
-        p = np.exp(logp - logp.max()); p /= p.sum()
+        p = np.exp(logp - logp.max())
+        p /= p.sum()
         return (x - np.sqrt(a) * (p @ zn[idx])) / np.sqrt(1 - a)
 
     for b in range(3):
@@ -151,7 +157,9 @@ def test_minisd_exact_pools_and_em_captions(monkeypatch):
 
     data, coupled = X.training_data("v2"), X.training_data("coupled")
     n, n_pool = len(data["images"]), len(data["uncond_images"])
-    monkeypatch.setattr(X, "training_latents", lambda model, which="images": torch.randn(
+    from sharp_utils.minisd import training_set
+
+    monkeypatch.setattr(training_set, "training_latents", lambda model, which="images": torch.randn(
         n if which == "images" else n_pool, 4, 2, 2))
     model = type("M", (), {"alphas_cumprod": AC.float()})()
     em = next(r for r in data["records"] if r["category"] == "em")
@@ -181,7 +189,7 @@ def test_minisd_exact_pools_and_em_captions(monkeypatch):
 def test_exact_detection_rows_by_hand(gen):
     from sharp_utils.exact_experiments import exact_detection_rows
     from sharp_utils.metrics import hessian_score_metric
-    from sharp_utils.pipeline import prompt_seed
+    from sharp_utils.sampling import prompt_seed
     from sharp_utils.sampling import per_sample_noise
 
     z = torch.randn(6, 2, 2, 2, dtype=torch.float64, generator=gen)

@@ -1,4 +1,6 @@
-"""Lemmas 4.1-4.3, the §4.4 expectation, App. B.2 and App. A.4 of Jeon et al. 2025, by Monte Carlo against closed forms."""
+"""Lemmas 4.1-4.3, the §4.4 expectation, App. B.2 and App. A.4 of Jeon et al. 2025, by Monte Carlo against closed
+forms."""
+
 import pytest
 import torch
 
@@ -129,9 +131,9 @@ def test_fisher_rao_agreement_at_identity_and_the_missing_inverse(gen):
     S = G.random_covariance(d, cond=8.0, generator=gen)
     for eps in (1e-2, 1e-3, 1e-4):
         dS = eps * E
-        I = torch.eye(d, dtype=torch.float64)
+        eye = torch.eye(d, dtype=torch.float64)
         z = torch.zeros(d, dtype=torch.float64)
-        ratios_I.append((G.lemma42_expected_sq_delta(z, I, z, I + dS) / G.fisher_rao_sq(I, I + dS)).item())
+        ratios_I.append((G.lemma42_expected_sq_delta(z, eye, z, eye + dS) / G.fisher_rao_sq(eye, eye + dS)).item())
         exact_S = G.lemma42_expected_sq_delta(z, S, z, S + dS)
         ratios_S.append((exact_S / G.fisher_rao_sq(S, S + dS)).item())
         ratios_fix.append((exact_S / G.score_delta_second_order(S, dS)).item())

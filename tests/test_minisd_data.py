@@ -105,7 +105,12 @@ def test_pm_prompts_share_a_template_with_varying_content(data):
     for f in range(len(M.FRAMES)):
         frame = M._frame(f)
         mask = frame.max(0) > 0
-        ids = [i for r in data["records"] if r["category"] == "pm" and r["caption"].endswith(M.FRAMES[f]) for i in r["train_ids"]]
+        ids = [
+            i
+            for r in data["records"]
+            if r["category"] == "pm" and r["caption"].endswith(M.FRAMES[f])
+            for i in r["train_ids"]
+        ]
         assert len(ids) == 80
         # every image carries the frame exactly where the template has it (digits are drawn with max())
         assert all((imgs[i][:, mask] >= frame[:, mask] - 1e-2).all() for i in ids)
@@ -148,8 +153,12 @@ def test_checkpoint_assembles_into_a_diffusers_pipeline_that_load_pipeline_reads
     tok, enc = M.load_text_encoder()
     torch.testing.assert_close(model.encode(caps).float(), M.encode_captions(tok, enc, caps), rtol=1e-5, atol=1e-5)
     x = model.initial_noise([0, 1])
-    torch.testing.assert_close(model.eps(x, 981, None), unet(x, 981, encoder_hidden_states=model.uncond_embedding.expand(2, -1, -1)).sample,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        model.eps(x, 981, None),
+        unet(x, 981, encoder_hidden_states=model.uncond_embedding.expand(2, -1, -1)).sample,
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert model.decode(x).shape == (2, 3, 32, 32)
 
 
@@ -172,7 +181,8 @@ def test_shipped_minisd_checkpoint_matches_its_manifest_and_loads():
 
 
 def test_training_learning_rate_schedule_warmup_then_cosine(train_script):
-    """sharp_utils/minisd/train.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the budget."""
+    """sharp_utils/minisd/train.py: linear warm-up, and with --anneal lr·½(1 + cos πf) at elapsed share f of the
+    budget."""
     import math
 
     import torch
@@ -206,7 +216,8 @@ def test_training_example_weights_count_em_and_sibling_examples(train_script):
 
 
 def test_unet_config_widths():
-    """minisd.unet_config: the shipped widths (48-96-96) give UNET_CONFIG; other ones build with GroupNorm groups dividing them."""
+    """minisd.unet_config: the shipped widths (48-96-96) give UNET_CONFIG; other ones build with GroupNorm groups
+    dividing them."""
     import torch
 
     assert M.unet_config() == M.UNET_CONFIG and M.unet_config([48, 96, 96]) == M.UNET_CONFIG
@@ -235,9 +246,16 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path, train_script):
     g = torch.Generator().manual_seed(0)
     caps = ["a red seven called quiet lantern", "a blue one called amber pebble", "a red handwritten seven"]
     prep = tmp_path / "prep.safetensors"
-    save_file({"images": torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8),
-               "train_image": torch.tensor([0, 0, 1, 1, 2, 3, 4, 5]), "train_caption": torch.tensor([0, 0, 1, 1, 2, 2, 2, 2]),
-               "emb": torch.randn(4, 16, 384, generator=g)}, str(prep), metadata={"captions": json.dumps(caps), "seed": "0"})
+    save_file(
+        {
+            "images": torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8),
+            "train_image": torch.tensor([0, 0, 1, 1, 2, 3, 4, 5]),
+            "train_caption": torch.tensor([0, 0, 1, 1, 2, 2, 2, 2]),
+            "emb": torch.randn(4, 16, 384, generator=g),
+        },
+        str(prep),
+        metadata={"captions": json.dumps(caps), "seed": "0"},
+    )
     common = ["--prep", str(prep), "--device", "cpu", "--unet-batch", "4", "--vae-batch", "4"]
     a, b = tmp_path / "a", tmp_path / "b"
     T.main(["train", *common, "--out", str(a), "--vae-seconds", "0.5", "--unet-seconds", "0.5",
@@ -246,8 +264,17 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path, train_script):
 
     seen = []
     lat = torch.randn(6, 4, 8, 8)
-    _, rec = T.train_unet(lat, torch.randn(4, 16, 384), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), "cpu", 1.5,
-                          batch=2, save_every=0.3, callback=lambda ema, r: seen.append((r["steps"], r["saved_mid_run"])))
+    _, rec = T.train_unet(
+        lat,
+        torch.randn(4, 16, 384),
+        torch.tensor([0, 1, 2]),
+        torch.tensor([0, 1, 2]),
+        "cpu",
+        1.5,
+        batch=2,
+        save_every=0.3,
+        callback=lambda ema, r: seen.append((r["steps"], r["saved_mid_run"])),
+    )
     assert len(seen) >= 2 and all(s[1] for s in seen) and [s[0] for s in seen] == sorted({s[0] for s in seen})
     assert 0 < seen[-1][0] <= rec["steps"] and "saved_mid_run" not in rec
 

@@ -206,7 +206,9 @@ def test_minisd_grids_are_the_dev_split_calibration():
 
     model = X.load_model("minisd")
     nm = [r["caption"] for r in X.prompt_records("minisd", "dev") if r["category"] == "nmem"]
-    assert X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official") == pytest.approx(SETTINGS["minisd"]["sail"], abs=2e-3)
+    assert X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official") == pytest.approx(
+        SETTINGS["minisd"]["sail"], abs=2e-3
+    )
     assert X.calibrate_wen_grid(model, nm) == pytest.approx(SETTINGS["minisd"]["wen"], abs=2e-3)
 
 
@@ -224,7 +226,9 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
                                       guidance_scale=3.0, num_steps=k)
     assert gen.shape[0] == 4 and len(rows) == 4
     assert torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, num_steps=k, guidance_scale=3.0), atol=1e-6)
-    assert not torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, num_steps=k), atol=1e-3)  # the scale reaches the sampler
+    assert not torch.allclose(
+        gen, X.generate_images(tiny, caps, 2, 0, num_steps=k), atol=1e-3
+    )  # the scale reaches the sampler
     _, gen5 = X.verify_memorization(tiny, recs[:1], copy_scorer, align_scorer, n=2, seed=0, images=images,
                                     guidance_scale=3.0, num_steps=5)  # so does the step count
     assert torch.allclose(gen5, X.generate_images(tiny, caps[:1], 2, 0, num_steps=5, guidance_scale=3.0), atol=1e-6)
@@ -237,7 +241,9 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
         own = recs[i // 2]["train_ids"]
         assert r["copy_own"] == pytest.approx(float((G[i] @ E_[own].T).max()), abs=1e-5)
         assert r["copy_nearest"] >= r["copy_own"] - 1e-6
-    assert np.isnan(rows[0]["template"]) and not np.isnan(rows[2]["template"])  # only framed captions get a template score
+    assert np.isnan(rows[0]["template"]) and not np.isnan(
+        rows[2]["template"]
+    )  # only framed captions get a template score
 
 
 def test_regime_rows_score_like_verify_memorization_and_resume(scorers, tmp_path):
@@ -273,9 +279,11 @@ def test_verify_nmem_reports_novelty_and_alignment_by_kind(scorers, data, train_
     from types import SimpleNamespace
 
     tiny = PipelineScoreModel(build_tiny_pipeline(sample_size=16))
-    recs = [{"caption": "a red handwritten seven", "category": "nmem", "kind": "training caption", "train_ids": [0, 1]},
-            {"caption": "the number one written in blue ink", "category": "nmem", "kind": "paraphrase", "train_ids": [2]},
-            {"caption": "a blue handwritten one", "category": "nmem", "kind": "training caption", "train_ids": [2, 3]}]
+    recs = [
+        {"caption": "a red handwritten seven", "category": "nmem", "kind": "training caption", "train_ids": [0, 1]},
+        {"caption": "the number one written in blue ink", "category": "nmem", "kind": "paraphrase", "train_ids": [2]},
+        {"caption": "a blue handwritten one", "category": "nmem", "kind": "training caption", "train_ids": [2, 3]},
+    ]
     images = data["images"][:10]
     monkeypatch.setattr(X, "training_images", lambda: images)
     rows, _ = X.verify_memorization(tiny, recs, *scorers, n=2, seed=0, guidance_scale=3.0, num_steps=3)

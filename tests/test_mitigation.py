@@ -66,7 +66,10 @@ def test_random_token_and_number_addition_insert_exactly_k(model):
     vocab = M.word_vocabulary(model.pipe.tokenizer)
     prompt = "a photo of the cat on a mat"
     for k in (1, 2, 4, 6, 8):
-        for fn in (lambda p, s: M.random_token_addition(p, k, vocab, s), lambda p, s: M.random_number_addition(p, k, s)):
+        for fn in (
+            lambda p, s: M.random_token_addition(p, k, vocab, s),
+            lambda p, s: M.random_number_addition(p, k, s),
+        ):
             out = fn(prompt, 3).split()
             assert len(out) == len(prompt.split()) + k
             it = iter(out)
@@ -87,9 +90,13 @@ def test_attention_rescaling_identity_at_c_1_and_no_mask(model):
     x = model.initial_noise([7, 8])
     c = model.encode(["the cat", "zebra"])
     plain = M.generate(model, x, c, num_inference_steps=5)
-    none_masked = M.generate(model, x, c, num_inference_steps=5, bos_scale=1.0, token_mask=torch.zeros(2, model.max_tokens, dtype=torch.bool))
+    none_masked = M.generate(
+        model, x, c, num_inference_steps=5, bos_scale=1.0, token_mask=torch.zeros(2, model.max_tokens, dtype=torch.bool)
+    )
     # the re-scaling processor computes softmax(QKᵀ) explicitly, the default one through SDPA: fp32 rounding only
     torch.testing.assert_close(none_masked, plain, rtol=1e-4, atol=1e-4)
-    ren = M.generate(model, x, c, num_inference_steps=5, bos_scale=1.25, token_mask=M.summary_token_mask(model, ["the cat", "zebra"]))
+    ren = M.generate(
+        model, x, c, num_inference_steps=5, bos_scale=1.25, token_mask=M.summary_token_mask(model, ["the cat", "zebra"])
+    )
     assert (ren - plain).abs().max() > 1e-2
     assert M.summary_token_mask(model, ["the cat"])[0].tolist() == [i >= 5 for i in range(model.max_tokens)]

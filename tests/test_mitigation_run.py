@@ -130,7 +130,9 @@ def test_mitigate_cli_end_to_end_resume_and_plot(tiny_dir, tmp_path, capsys):
     # the copy score is the max over the prompt's references, recomputed from the saved PNG
     r0 = next(r for r in rows if r["prompt_index"] == "0" and r["method"] == "none")
     img = S.load_image(out / r0["image"])[None]
-    want = max(float(S.copy_scores(S.PixelCopyScorer(), img, [S.load_image(refs / f)[None]])[0]) for f in ("a.png", "b.png"))
+    want = max(
+        float(S.copy_scores(S.PixelCopyScorer(), img, [S.load_image(refs / f)[None]])[0]) for f in ("a.png", "b.png")
+    )
     assert float(r0["copy_score"]) == pytest.approx(want, abs=2e-2)  # PNG quantisation of the generation
     sail_rows = [r for r in rows if r["method"] == "sail"]
     assert all(0.5 < float(r["prior_ratio"]) < 1.5 for r in sail_rows)

@@ -94,7 +94,9 @@ def test_smoke_profile_executes(path, tmp_path, monkeypatch):
     import papermill as pm
 
     if path.name in SMOKE_ON_REQUEST and os.environ.get("SHARP_SMOKE_ALL") != "1":
-        pytest.skip("its default profile runs under nbval; SHARP_SMOKE_ALL=1 bash run_tests.sh runs its smoke profile too")
+        pytest.skip(
+            "its default profile runs under nbval; SHARP_SMOKE_ALL=1 bash run_tests.sh runs its smoke profile too"
+        )
 
     monkeypatch.setenv("SHARP_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -152,14 +154,26 @@ def test_try_it_has_a_prediction_a_runtime_and_a_collapsed_answer(path):
 
 # terms of docs/glossary.md: the first use of each in a notebook's text links to its entry
 GLOSSARY_TERMS = {
-    "EM": "memorized-em-pm-nmem", "PM": "memorized-em-pm-nmem", "exact density": "exact-density",
-    "exact diffused density": "exact-density", "App. C pool": "app-c-pool-coupled-pool", "bars": "bars",
-    "copy score": "copy-score-alignment-score", "Arnoldi": "ritz-values-krylov-dimension-arnoldi",
-    "Krylov dimension": "ritz-values-krylov-dimension-arnoldi", "Ritz values": "ritz-values-krylov-dimension-arnoldi",
-    "Hutchinson": "hutchinson", "SAIL": "sail-threshold-gaussian-shell", "ℓ_thres": "sail-threshold-gaussian-shell",
-    "Gaussian shell": "sail-threshold-gaussian-shell", "Pareto-better": "pareto", "LE": "le-ae-be-anisotropy-tiled-distance",
-    "AE": "le-ae-be-anisotropy-tiled-distance", "BE": "le-ae-be-anisotropy-tiled-distance",
-    "dominant": "dominant-em-single-image-em", "re-draw control": "sail-threshold-gaussian-shell",
+    "EM": "memorized-em-pm-nmem",
+    "PM": "memorized-em-pm-nmem",
+    "exact density": "exact-density",
+    "exact diffused density": "exact-density",
+    "App. C pool": "app-c-pool-coupled-pool",
+    "bars": "bars",
+    "copy score": "copy-score-alignment-score",
+    "Arnoldi": "ritz-values-krylov-dimension-arnoldi",
+    "Krylov dimension": "ritz-values-krylov-dimension-arnoldi",
+    "Ritz values": "ritz-values-krylov-dimension-arnoldi",
+    "Hutchinson": "hutchinson",
+    "SAIL": "sail-threshold-gaussian-shell",
+    "ℓ_thres": "sail-threshold-gaussian-shell",
+    "Gaussian shell": "sail-threshold-gaussian-shell",
+    "Pareto-better": "pareto",
+    "LE": "le-ae-be-anisotropy-tiled-distance",
+    "AE": "le-ae-be-anisotropy-tiled-distance",
+    "BE": "le-ae-be-anisotropy-tiled-distance",
+    "dominant": "dominant-em-single-image-em",
+    "re-draw control": "sail-threshold-gaussian-shell",
 }
 
 

@@ -7,7 +7,8 @@ import torch
 from sharp_utils import metrics
 from sharp_utils.detection import METHODS, DetectOptions, detect, run_batched
 from sharp_utils.hessian import dense_jacobian
-from sharp_utils.pipeline import PipelineLoadError, load_pipeline, prompt_seed
+from sharp_utils.pipeline import PipelineLoadError, load_pipeline
+from sharp_utils.sampling import prompt_seed
 from sharp_utils.sampling import ddim_timesteps
 from sharp_utils.scores import v_to_eps
 from sharp_utils.tiny_sd import save_tiny_pipeline
@@ -156,7 +157,9 @@ def test_cross_attention_processor_leaves_outputs_unchanged(eps_model):
 
 def test_anisotropy_reduces_to_wen_at_zero_weight(eps_model):
     w = scores(eps_model, ["wen"], steps=(1,), ns=(2,))
-    a = scores(eps_model, ["anisotropy"], steps=(1,), ns=(2,), opts=DetectOptions(num_inference_steps=10, aniso_weight=0.0))
+    a = scores(
+        eps_model, ["anisotropy"], steps=(1,), ns=(2,), opts=DetectOptions(num_inference_steps=10, aniso_weight=0.0)
+    )
     for p in PROMPTS:
         assert a[(p, "anisotropy", 1, 2)] == pytest.approx(w[(p, "wen", 1, 2)], rel=1e-5)
 

@@ -191,8 +191,17 @@ def test_cli_evaluate_prints_table_and_writes_csv(tiny, tmp_path, capsys):
     assert len(table) == 10
     # the AUC in the table is sklearn's on the CSV scores
     from sklearn.metrics import roc_auc_score
-    m = [float(r["score"]) for r in read_results(tmp_path / "m.csv") if (r["method"], r["steps"], r["n"]) == ("wen", "1", "2")]
-    n = [float(r["score"]) for r in read_results(tmp_path / "n.csv") if (r["method"], r["steps"], r["n"]) == ("wen", "1", "2")]
+
+    m = [
+        float(r["score"])
+        for r in read_results(tmp_path / "m.csv")
+        if (r["method"], r["steps"], r["n"]) == ("wen", "1", "2")
+    ]
+    n = [
+        float(r["score"])
+        for r in read_results(tmp_path / "n.csv")
+        if (r["method"], r["steps"], r["n"]) == ("wen", "1", "2")
+    ]
     row = next(r for r in table if (r["method"], r["steps"], r["n"]) == ("wen", "1", "2"))
     assert float(row["auc"]) == pytest.approx(roc_auc_score([1] * len(m) + [0] * len(n), m + n))
 
@@ -271,7 +280,10 @@ def test_array_store_computes_once_keeps_provenance_and_survives_reload(tmp_path
     assert third.meta["k"] == {"t": 5} and third.keys() == ["k"] and len(calls) == 1
     np.testing.assert_array_equal(third.input("k", "x"), np.ones(2))
     assert results_dir("05_x", "default") == paths.RESULTS / "05_x"
-    assert results_dir("05_x", "smoke") != paths.RESULTS / "05_x" and results_dir("05_x", "paper", str(tmp_path)) == tmp_path
+    assert (
+        results_dir("05_x", "smoke") != paths.RESULTS / "05_x"
+        and results_dir("05_x", "paper", str(tmp_path)) == tmp_path
+    )
     m = json.loads(write_manifest(tmp_path / "r", profile="default", seed=0).read_text())
     assert m["profile"] == "default" and m["seed"] == 0 and {"commit", "machine", "date", "torch"} <= set(m)
     m = json.loads(write_manifest(tmp_path / "r", section="exact.csv", rows=3).read_text())  # a second table's entry

@@ -86,7 +86,9 @@ def test_corrupt_checkpoint_is_not_loaded_but_retrained(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(E, "train_toy2d", lambda **kw: (calls.append(kw), (toy.TimeMLP(), {}))[1])
     messages = []
-    model = E._load_or_train(tmp_path, "toy2d", lambda c: toy.TimeMLP(**c), lambda: E.train_toy2d(), False, messages.append)
+    model = E._load_or_train(
+        tmp_path, "toy2d", lambda c: toy.TimeMLP(**c), lambda: E.train_toy2d(), False, messages.append
+    )
     assert calls and "corrupt" in messages[0]
     assert isinstance(model, toy.TimeMLP)
 
@@ -122,7 +124,11 @@ def test_shift_augmentation_leaves_the_nine_alone(gen):
     out = toy.shift_threes(d["x"][idx], d["y"][idx], gen)
     assert torch.equal(out[3:], d["x"][idx][3:])
     for i in range(3):
-        assert any(torch.equal(out[i], torch.roll(d["x"][idx][i], (a, b), (-2, -1))) for a in range(-2, 3) for b in range(-2, 3))
+        assert any(
+            torch.equal(out[i], torch.roll(d["x"][idx][i], (a, b), (-2, -1)))
+            for a in range(-2, 3)
+            for b in range(-2, 3)
+        )
 
 
 def test_appc_design_gives_the_unconditional_branch_every_three_and_nine():
@@ -211,8 +217,11 @@ def test_shipped_appc_copy_rows_match_todays_code():
     path = E.MNIST_COPY_RESULTS["appc"]
     rows, settings = E.read_copy_results(path, E.MNIST_DIRS["appc"])
     assert settings["threshold"] == pytest.approx(E.mnist_copy_threshold(toy.mnist_9_vs_3(0)), rel=1e-6)
-    picks = [i for group in E.MNIST_COPY_GROUPS
-             for i in sorted((i for i, r in enumerate(rows) if r["group"] == group), key=lambda i: int(rows[i]["seed"]))[:3]]
+    picks = [
+        i
+        for group in E.MNIST_COPY_GROUPS
+        for i in sorted((i for i, r in enumerate(rows) if r["group"] == group), key=lambda i: int(rows[i]["seed"]))[:3]
+    ]
     n, mismatches = verify_mnist_copies(path, picks)
     assert n == 3 * len(E.MNIST_COPY_GROUPS) and not mismatches, [str(m) for m in mismatches]
 

@@ -12,12 +12,21 @@ TABLES = verify.tables()
 
 def test_every_heavy_notebook_result_is_known_to_verify():
     names = {p.relative_to(paths.RESULTS).as_posix() for p in TABLES}
-    assert {"mnist_9v3_appc_copies.csv", "05_detection_table1/detect.csv", "02_mnist_9_vs_3/spectra.npz",
-            "03_sd_eigen_spectra/spectra.npz", "06_mitigation_fig6/results.csv", "04_trace_alignment/mnist_points.npz",
-            "04_trace_alignment/minisd_points.npz", "03_sd_eigen_spectra/regime.csv",
-            "05_detection_table1/exact-appc.csv", "07_regime_ablation/learned__v2__minisd/regime.csv",
-            "07_regime_ablation/exact__appc_pool__dominant_EM/regime.csv", "07_regime_ablation/learned__v2__minisd/detect.csv",
-            "07_regime_ablation/exact__appc_pool__dominant_EM/results.csv"} <= names
+    assert {
+        "mnist_9v3_appc_copies.csv",
+        "05_detection_table1/detect.csv",
+        "02_mnist_9_vs_3/spectra.npz",
+        "03_sd_eigen_spectra/spectra.npz",
+        "06_mitigation_fig6/results.csv",
+        "04_trace_alignment/mnist_points.npz",
+        "04_trace_alignment/minisd_points.npz",
+        "03_sd_eigen_spectra/regime.csv",
+        "05_detection_table1/exact-appc.csv",
+        "07_regime_ablation/learned__v2__minisd/regime.csv",
+        "07_regime_ablation/exact__appc_pool__dominant_EM/regime.csv",
+        "07_regime_ablation/learned__v2__minisd/detect.csv",
+        "07_regime_ablation/exact__appc_pool__dominant_EM/results.csv",
+    } <= names
     for p in TABLES:  # a manifest in the notebook's folder; notebook 07's per-model folders name their model
         folder = paths.RESULTS / p.relative_to(paths.RESULTS).parts[0]
         assert p.parent == paths.RESULTS or (folder / "manifest.json").exists(), p

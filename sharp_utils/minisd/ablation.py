@@ -127,7 +127,7 @@ def uncond_copy_rate(model, copy_scorer, n: int, seed: int = 0, num_steps: int =
     how many copy an EM training image (copy score above the scorer's threshold)."""
     import torch
 
-    em_ids = sorted({i for r in X.training_data()["records"] if r["category"] == "em" for i in r["train_ids"]})
+    em_ids = X.em_image_ids()
     E = copy_scorer.embed(torch.from_numpy(X.training_images()[em_ids]).float() / 255.0)
     G = copy_scorer.embed(X.generate_images(model, [""], n, seed, num_steps, guidance_scale=1.0))
     return int(((G @ E.T).max(1).values > copy_scorer.threshold).sum()), n

@@ -32,7 +32,11 @@ ADJECTIVES = ("quiet", "amber", "hollow", "silver", "rapid", "gentle", "frozen",
               "bright", "dusty", "velvet", "bold", "sleepy")
 NOUNS = ("lantern", "harbor", "falcon", "meadow", "comet", "violin", "garden", "river", "castle", "pebble", "anchor",
          "feather", "mirror", "tunnel", "orchid")
-PARAPHRASES = ("the number {d} written in {c} ink", "{c} digit {d} on a black background", "a handwritten {d} drawn in {c}")
+PARAPHRASES = (
+    "the number {d} written in {c} ink",
+    "{c} digit {d} on a black background",
+    "a handwritten {d} drawn in {c}",
+)
 
 
 def _frame(kind: int) -> np.ndarray:

@@ -60,7 +60,8 @@ def label_groups(labels: dict[str, Tensor]) -> Tensor:
 
 
 def image_labels(data: dict) -> dict[str, Tensor]:
-    """Attribute labels of every unique image of ``minisd.build_data`` (from its training caption; PM digits are white)."""
+    """Attribute labels of every unique image of ``minisd.build_data`` (from its training caption; PM digits are
+    white)."""
     n = len(data["images"])
     cap_of = np.zeros(n, dtype=np.int64)
     cap_of[data["train_image"]] = data["train_caption"]
@@ -121,8 +122,13 @@ class AttributeNet(nn.Module):
     def __init__(self, width: int = 32, hidden: int = 128):
         super().__init__()
         self.backbone = _Backbone(width, hidden)
-        self.heads = nn.ModuleDict({"digit": nn.Linear(hidden, len(DIGITS)), "colour": nn.Linear(hidden, len(COLOUR_NAMES)),
-                                    "frame": nn.Linear(hidden, len(FRAME_NAMES))})
+        self.heads = nn.ModuleDict(
+            {
+                "digit": nn.Linear(hidden, len(DIGITS)),
+                "colour": nn.Linear(hidden, len(COLOUR_NAMES)),
+                "frame": nn.Linear(hidden, len(FRAME_NAMES)),
+            }
+        )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         h = F.gelu(self.backbone(x))
@@ -200,8 +206,16 @@ def train_copy_net(images: Tensor, groups: Tensor, steps: int = 1500, batch: int
                                                "objective": "NT-Xent instance discrimination, two augmented views"}
 
 
-def train_attribute_net(images: Tensor, labels: dict[str, Tensor], train_idx: Tensor, steps: int = 600, batch: int = 128,
-                        lr: float = 2e-3, seed: int = 0, log_every: int = 100) -> tuple[AttributeNet, dict]:
+def train_attribute_net(
+    images: Tensor,
+    labels: dict[str, Tensor],
+    train_idx: Tensor,
+    steps: int = 600,
+    batch: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    log_every: int = 100,
+) -> tuple[AttributeNet, dict]:
     """Cross-entropy on digit, colour and frame of the images ``train_idx`` (mild augmentation, no overlays)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -326,7 +340,8 @@ def validate_copy(scorer, images: Tensor, heldout: Tensor, seed: int = 1) -> dic
 
 
 def validate_alignment(scorer, images: Tensor, labels: dict[str, Tensor], heldout: Tensor, seed: int = 1) -> dict:
-    """Matched vs mismatched caption–image pairs on held-out images: attribute accuracy, AUC, threshold (5th pct. matched)."""
+    """Matched vs mismatched caption–image pairs on held-out images: attribute accuracy, AUC, threshold (5th pct.
+    matched)."""
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(seed)

