@@ -38,7 +38,13 @@ def auc_gap(is_mem: np.ndarray, rows: list[dict], a: tuple, b: tuple) -> Ev:
     if not idx:
         raise ValueError(f"no prompt has rows of both {a} and {b}: run detection for both first")
     y = np.asarray(is_mem)[idx]
-    sa, sb = (np.array([sc[k][i] for i in idx]) for k in (a, b))
+    return auc_diff(y, *(np.array([sc[k][i] for i in idx]) for k in (a, b)))
+
+
+def auc_diff(y: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> Ev:
+    """AUC of scores ``sa`` − AUC of ``sb`` on the same items (``y``: memorized), with a bootstrap interval paired
+    over the items; n = 'memorized vs non-memorized'."""
+    y = np.asarray(y, bool)
     return Ev(auc(sa[y], sa[~y]) - auc(sb[y], sb[~y]), auc_diff_ci(y, sa, sb), f"{y.sum()} vs {(~y).sum()}")
 
 

@@ -286,6 +286,13 @@ def tradeoff_intervals(rows: list[dict]) -> dict[str, list[dict]]:
     return dict(out)
 
 
+def copy_rate(rows: list[dict], method: str, setting: float, threshold: float) -> float:
+    """Share of (method, setting)'s images whose copy score is above ``threshold`` (NaN where it has none)."""
+    v = [float(r["copy_score"]) > threshold for r in rows if r["method"] == method
+         and float(r["setting"]) == float(setting)]
+    return sum(v) / len(v) if v else float("nan")
+
+
 def tradeoff_frame(rows: list[dict], copy_threshold: float | None = None):
     """Figure 6's numbers as a DataFrame: per (method, setting) the mean copy score and alignment over prompts with
     their 95 % intervals and, given the copy threshold, the share of images above it."""
@@ -298,8 +305,7 @@ def tradeoff_frame(rows: list[dict], copy_threshold: float | None = None):
                    "copy 95% CI": "[{:.3f}, {:.3f}]".format(*v["copy_score_ci"]), "alignment": round(v["alignment"], 3),
                    "alignment 95% CI": "[{:.3f}, {:.3f}]".format(*v["alignment_ci"])}
             if copy_threshold is not None:
-                sc = [float(r["copy_score"]) for r in rows if r["method"] == m and float(r["setting"]) == v["setting"]]
-                row["above copy threshold"] = round(sum(c > copy_threshold for c in sc) / len(sc), 3)
+                row["above copy threshold"] = round(copy_rate(rows, m, v["setting"], copy_threshold), 3)
             out.append(row)
     order = {m: i for i, m in enumerate(MITIGATION_METHODS)}
     return pd.DataFrame(out).sort_values(["method", "setting"], key=lambda c: c.map(order) if c.name == "method"
@@ -364,8 +370,9 @@ def plot_grid(rows: list[dict], out_dir: str | Path, n_prompts: int = 4, generat
     mid = {m: s[len(s) // 2] for m, s in settings.items() if s}
 
     def sail_change(pi):  # (largest mean |pixel difference| of SAIL's image to the unmitigated one, its setting)
-        base = by.get((pi, "none", 0.0, generation))
-        cands = [(float((img(by[(pi, "sail", s, generation)]) - img(base)).abs().mean()), s)
+        row = by.get((pi, "none", 0.0, generation))
+        base = img(row) if row is not None else None
+        cands = [(float((img(by[(pi, "sail", s, generation)]) - base).abs().mean()), s)
                  for s in settings.get("sail", []) if base is not None and (pi, "sail", s, generation) in by]
         return max(cands) if cands else (0.0, mid.get("sail"))
 

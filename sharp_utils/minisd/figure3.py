@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from ..claims import Ev
-from ..evidence import median_diff
+from ..evidence import median_diff, rate
 from ..pipeline import PipelineScoreModel
-from ..stats import rate_ci
 from . import experiments as X
 
 COLORS = {"em": "tab:red", "pm": "tab:orange", "mem": "tab:red", "nmem": "tab:blue"}
@@ -42,8 +41,8 @@ def regime_lines(reg: dict, copy_threshold: float, align_threshold: float, em_n:
 
 
 def _rate(frac: float, n: int) -> Ev:
-    k = round(frac * n)
-    return Ev(k / n, rate_ci(k, n), n)
+    """A rate stored as a fraction of n, back as k of n with its Wilson interval."""
+    return rate(round(frac * n), n)
 
 
 def regime_evidence(reg: dict) -> dict[str, list[Ev]]:

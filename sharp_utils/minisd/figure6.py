@@ -9,7 +9,7 @@ import numpy as np
 
 from ..claims import Ev
 from ..mitigation_run import SETTINGS, paired_lead, pareto_leads, read_mitigation, run_mitigation, sd_version
-from ..mitigation_run import tradeoff_points
+from ..mitigation_run import copy_rate, tradeoff_points  # noqa: F401  (the notebook's names)
 from ..pipeline import PipelineScoreModel
 from . import experiments as X
 
@@ -48,13 +48,6 @@ def plan(model: str, pipe: PipelineScoreModel, settings: tuple[int, ...], em: in
     pairs += [(m, grid["sail" if m == "sail-official" else m][i])
               for m in (*variants, "rta", "rna", "wen", "ren") for i in settings]
     return Plan(recs, tuple(sail_grid), loss, dev, pairs)
-
-
-def copy_rate(rows: list[dict], method: str, setting: float, threshold: float) -> float:
-    """Share of (method, setting)'s images whose copy score is above ``threshold``."""
-    v = [float(r["copy_score"]) > threshold for r in rows if r["method"] == method
-         and float(r["setting"]) == float(setting)]
-    return float(np.mean(v)) if v else float("nan")
 
 
 def best_sail(rows: list[dict], method: str = "sail") -> float:
