@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sharp_utils import toy_experiments as E
+from sharp_utils import toy_figures
 from sharp_utils.checkpoints import load_state, manifest_sha256
 from sharp_utils.runtime import set_threads
 from sharp_utils.toy import MNIST_LABELS, ClassUNet, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3
@@ -44,7 +44,7 @@ def main():
     data = mnist_9_vs_3()
     settings = {"checkpoint": folder.as_posix(),
                 "sha256": manifest_sha256(folder, "mnist_9v3"),
-                "guidance": a.guidance, "num_steps": a.steps, "threshold": E.mnist_copy_threshold(data)}
+                "guidance": a.guidance, "num_steps": a.steps, "threshold": toy_figures.mnist_copy_threshold(data)}
     rows = []
     if a.out:
         out, meta = Path(a.out), Path(a.out).with_suffix(".json")
@@ -70,11 +70,11 @@ def main():
             + "\n"
         )
     done = {(r["group"], int(r["seed"])) for r in rows}
-    for group, (label, _, s0) in E.MNIST_COPY_GROUPS.items():
+    for group, (label, _, s0) in toy_figures.MNIST_COPY_GROUPS.items():
         seeds = [s for s in range(s0, s0 + (a.n_uncond if label is None else a.n)) if (group, s) not in done]
         for i in range(0, len(seeds), a.batch):
             chunk = seeds[i:i + a.batch]
-            d = E.mnist_copy_distances(model, data, group, chunk, a.guidance, a.steps, a.device)
+            d = toy_figures.mnist_copy_distances(model, data, group, chunk, a.guidance, a.steps, a.device)
             new = [{"group": group, "seed": s, "distance": f"{float(x):.6f}"} for s, x in zip(chunk, d)]
             rows += new
             if a.out:
@@ -84,7 +84,7 @@ def main():
                     if fresh:
                         w.writeheader()
                     w.writerows(new)
-    rates = E.copy_rates(rows, settings["threshold"])
+    rates = toy_figures.copy_rates(rows, settings["threshold"])
     print(
         json.dumps({k: {"copies": c, "n": n, "rate": c / n, "ci95": ci} for k, (c, n, ci) in rates.items()}, indent=1)
     )

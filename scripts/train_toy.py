@@ -5,7 +5,7 @@
     python scripts/train_toy.py mnist --design appc --device cuda --out checkpoints/mnist_9v3_appc --no-augment
     python scripts/train_toy.py mnist --design appc --resume checkpoints/mnist_9v3_coupled --steps 150 ...  # fine-tune
 
-The recipes are sharp_utils.toy_experiments.TOY2D_RECIPE / MNIST_RECIPE; --max-seconds caps wall time and the
+The recipes are sharp_utils.toy_figures.TOY2D_RECIPE / MNIST_RECIPE; --max-seconds caps wall time and the
 manifest records the steps actually done.
 """
 import argparse
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from sharp_utils import toy_experiments as E
+from sharp_utils import toy_figures
 from sharp_utils.checkpoints import save_state
 
 
@@ -50,11 +50,12 @@ def main():
     if a.resume and a.which != "mnist":
         p.error("--resume is for mnist")
     if a.which == "toy2d":
-        net, recipe = E.train_toy2d(a.seed, a.device, a.max_seconds, **kw)
+        net, recipe = toy_figures.train_toy2d(a.seed, a.device, a.max_seconds, **kw)
         name = "toy2d"
     else:
-        net, recipe = E.train_mnist(a.seed, a.device, a.max_seconds, augment=not a.no_augment, design=a.design,
-                                    resume=a.resume, **kw)
+        net, recipe = toy_figures.train_mnist(
+            a.seed, a.device, a.max_seconds, augment=not a.no_augment, design=a.design, resume=a.resume, **kw
+        )
         name = "mnist_9v3"
     recipe["command"] = " ".join(["python scripts/train_toy.py"] + sys.argv[1:])
     save_state(Path(a.out), name, net.state_dict(), config=net.config, recipe=recipe)

@@ -52,7 +52,7 @@ def _int_list(s: str) -> list[int]:
 
 def _detect(args: argparse.Namespace) -> int:
     from .detection import METHODS, DetectOptions, detect
-    from .minisd.experiments import load_model
+    from .registry import load_text_to_image as load_model
     from .prompts import read_prompts
     from .results import ResultWriter, shard, shard_path
 
@@ -126,11 +126,13 @@ def _float_list(s: str) -> list[float]:
 def _mitigate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .minisd.experiments import is_exact, is_minisd, load_model, reference_paths
-    from .mitigation_run import (MITIGATION_METHODS, check_scorers, default_settings, reference_images, run_mitigation,
-                                 sd_version)
+    from .minisd.experiments import reference_paths
+    from .registry import is_minisd, mitigation_grids
+    from .registry import load_text_to_image as load_model
+    from .tradeoff import (MITIGATION_METHODS, SETTINGS, check_scorers, default_settings, reference_images,
+                           run_mitigation, sd_version)
     from .prompts import read_prompts
-    from .scoring import CLIPAlignmentScorer, PixelCopyScorer, SSCDCopyScorer
+    from .image_scorers import CLIPAlignmentScorer, PixelCopyScorer, SSCDCopyScorer
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     bad = [m for m in methods if m not in MITIGATION_METHODS]
@@ -152,9 +154,9 @@ def _mitigate(args: argparse.Namespace) -> int:
                         f"an exact density runs {','.join(allowed)}")
     version = args.sd_version or sd_version(model)
     plan = [("none", 0.0)] if args.baseline and "none" not in methods else []
+    grids = SETTINGS[args.sd_version] if args.sd_version and not minisd else mitigation_grids(args.model, model)
     for m in methods:  # MiniSD: the grids calibrated on its dev split
-        key = (args.model.split(":")[1] if is_exact(args.model) else args.model) if minisd else version
-        grid = args.setting if args.setting is not None else default_settings(m, key, args.sail_loss)
+        grid = args.setting if args.setting is not None else default_settings(m, grids, args.sail_loss)
         plan += [(m, s) for s in grid]
     copy_scorer = (SSCDCopyScorer(args.sscd, device=model.device) if args.sscd
                    else PixelCopyScorer() if args.copy_scorer == "pixel" else None)
@@ -205,7 +207,7 @@ def _plot_tradeoff(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .mitigation_run import plot_grid, plot_tradeoff, read_mitigation
+    from .tradeoff import plot_grid, plot_tradeoff, read_mitigation
     from .plotting import savefig
 
     rows = read_mitigation(args.dir)
@@ -303,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="also write the table as CSV")
     e.set_defaults(func=_evaluate)
 
-    from .mitigation_run import MITIGATION_METHODS
+    from .tradeoff import MITIGATION_METHODS
 
     mt = sub.add_parser(
         "mitigate",
@@ -392,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from .mitigation import MitigationError
-    from .mitigation_run import MitigationSetupError
+    from .tradeoff import MitigationSetupError
     from .pipeline import PipelineLoadError
     from .prompts import PromptFileError
     from .results import ResultFileError
-    from .scoring import ScorerError
+    from .image_scorers import ScorerError
 
     try:
         return int(args.func(args) or 0)

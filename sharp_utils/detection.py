@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .metrics import (attention_entropy, channel_cosine, masked_wen_metric, summary_entropy, tiled_l2_score,
-                      trajectory_metrics, wen_metric)
+from .metrics import (STEP_METRICS, attention_entropy, channel_cosine, masked_wen_metric, summary_entropy,
+                      tiled_l2_score, trajectory_metrics, wen_metric)
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineScoreModel
 from .sampling import ddim_timesteps, prompt_seed, sample_ddim
 
@@ -57,26 +57,25 @@ def _steps_ok(steps: Iterable[int], total: int, name: str) -> tuple[int, ...]:
     return s
 
 
-def _trajectory(model, batch: Batch, steps, opts: DetectOptions, metric: str, space: str) -> dict[int, Tensor]:
+def _trajectory(model, batch: Batch, steps, opts: DetectOptions, metric: str) -> dict[int, Tensor]:
     s = _steps_ok(steps, opts.num_inference_steps, metric)
     out = trajectory_metrics(model, batch.x_T, batch.cond, None, s, opts.num_inference_steps, opts.guidance_scale,
-                             (metric,), space, model.steps_offset, opts.fd_rel_step)
+                             (metric,), STEP_METRICS[metric].space, model.steps_offset, opts.fd_rel_step)
     return out[metric]
 
 
-def wen(model, batch: Batch, steps, opts: DetectOptions) -> dict[int, Tensor]:
-    """Wen et al. 2024: ‖ε(x_t, c) − ε(x_t, ∅)‖ averaged over the first k steps (App. D.1 of Jeon et al. 2025)."""
-    return _trajectory(model, batch, steps, opts, "wen", "eps")
+def trajectory_method(metric: str) -> Callable:
+    """The detection method of a per-step metric of ``metrics.STEP_METRICS``, averaged over the first k steps."""
+
+    def method(model, batch: Batch, steps, opts: DetectOptions) -> dict[int, Tensor]:
+        return _trajectory(model, batch, steps, opts, metric)
+
+    method.__name__ = metric.replace("-", "_")
+    method.__doc__ = f"{STEP_METRICS[metric].about}, averaged over the first k DDIM steps (Jeon et al. 2025)."
+    return method
 
 
-def ours_fd(model, batch: Batch, steps, opts: DetectOptions) -> dict[int, Tensor]:
-    """Jeon et al. 2025's ‖H^Δ s^Δ‖² (§4.4) by the finite difference of §5.1, in the model's dtype; first k steps."""
-    return _trajectory(model, batch, steps, opts, "ours-fd", "score")
-
-
-def ours_jvp(model, batch: Batch, steps, opts: DetectOptions) -> dict[int, Tensor]:
-    """Jeon et al. 2025's ‖H^Δ s^Δ‖² (§4.4) by exact forward-mode JVP under math attention; first k steps."""
-    return _trajectory(model, batch, steps, opts, "ours-jvp", "score")
+wen, ours_jvp, ours_fd = (trajectory_method(m) for m in ("wen", "ours-jvp", "ours-fd"))
 
 
 def layer_entropy(model: PipelineScoreModel, batch: Batch, steps, opts: DetectOptions) -> dict[int, Tensor]:
@@ -197,9 +196,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "wen": Method(wen),
-    "ours-fd": Method(ours_fd),
-    "ours-jvp": Method(ours_jvp),
+    **{m: Method(trajectory_method(m)) for m in STEP_METRICS},  # wen, ours-jvp, ours-fd
     "tiled-l2": Method(final_images, "all", per_prompt=tiled_l2_score, min_n=2),
     "le": Method(layer_entropy, "first"),
     "ae": Method(average_entropy, "all"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import gaussian as G
+from . import gaussian
 from .hessian import hvp_jvp
 from .trace import exact_sharpness, trace_estimate
 
@@ -27,18 +27,18 @@ def lemma41_43_rows(n_cov: int, dims, n_samples: int, probes: int, gen: torch.Ge
         d = dims[i % len(dims)]
         cond = float(10 ** (3 * torch.rand(1, generator=gen)))
         mu = torch.randn(d, dtype=torch.float64, generator=gen)
-        S = G.random_covariance(d, cond=cond, generator=gen)
+        S = gaussian.random_covariance(d, cond=cond, generator=gen)
 
         def f(z, mu=mu, S=S):
-            return G.gaussian_score(z, mu, S)
-        x = G.sample_gaussian(n_samples, mu, S, gen)
+            return gaussian.gaussian_score(z, mu, S)
+        x = gaussian.sample_gaussian(n_samples, mu, S, gen)
         s, Hs = hvp_jvp(f, x, f(x))
         m1, se1 = _mc(s.pow(2).sum(1))
         m3, se3 = _mc(Hs.pow(2).sum(1))
         hut, hut_se = trace_estimate(lambda P: hvp_jvp(f, x[:1].expand(P.shape[0], d), P)[1], (d,), probes,
                                      generator=gen, dtype=torch.float64)
-        rows.append(dict(d=d, cond=cond, trH=G.lemma41_expected_sq_score(S).item(), s2=m1, s2_se=se1,
-                         trH3=G.lemma43_expected_sq_hs(S).item(), hs2=m3, hs2_se=se3, hut=-hut, hut_se=hut_se))
+        rows.append(dict(d=d, cond=cond, trH=gaussian.lemma41_expected_sq_score(S).item(), s2=m1, s2_se=se1,
+                         trH3=gaussian.lemma43_expected_sq_hs(S).item(), hs2=m3, hs2_se=se3, hut=-hut, hut_se=hut_se))
     return rows
 
 
@@ -50,7 +50,8 @@ def _pair(d: int, commuting: bool, gen: torch.Generator):
         mu = torch.randn(d, dtype=torch.float64, generator=gen)
         return mu, (Q / lam) @ Q.T, mu, (Q / lam_c) @ Q.T, lam, lam_c
     mu, mu_c = torch.randn(d, dtype=torch.float64, generator=gen), torch.randn(d, dtype=torch.float64, generator=gen)
-    return mu, G.random_covariance(d, 10.0, gen), mu_c, 0.3 * G.random_covariance(d, 10.0, gen), None, None
+    S, S_c = gaussian.random_covariance(d, 10.0, gen), 0.3 * gaussian.random_covariance(d, 10.0, gen)
+    return mu, S, mu_c, S_c, None, None
 
 
 def lemma42_rows(n_cov: int, dims, n_samples: int, gen: torch.Generator) -> list[dict]:
@@ -63,17 +64,17 @@ def lemma42_rows(n_cov: int, dims, n_samples: int, gen: torch.Generator) -> list
         mu, S, mu_c, S_c, lam, lam_c = _pair(d, commuting, gen)
 
         def delta_fn(z, mu=mu, S=S, mu_c=mu_c, S_c=S_c):
-            return G.gaussian_score(z, mu_c, S_c) - G.gaussian_score(z, mu, S)
-        x = G.sample_gaussian(n_samples, mu_c, S_c, gen)
+            return gaussian.gaussian_score(z, mu_c, S_c) - gaussian.gaussian_score(z, mu, S)
+        x = gaussian.sample_gaussian(n_samples, mu_c, S_c, gen)
         sd, hd_sd = hvp_jvp(delta_fn, x, delta_fn(x))
         w, w_se = _mc(sd.pow(2).sum(1))
         o, o_se = _mc(hd_sd.pow(2).sum(1))
         rows.append(dict(
             d=d, commuting=commuting, wen=w, wen_se=w_se, ours=o, ours_se=o_se,
-            wen_closed=G.lemma42_expected_sq_delta(mu, S, mu_c, S_c).item(),
-            ours_closed=G.section44_expected_sq_hdelta_sdelta(mu, S, mu_c, S_c).item(),
-            wen_eig=G.eigen_sum(lam, lam_c, 2).item() if commuting else np.nan,
-            ours_eig=G.eigen_sum(lam, lam_c, 4).item() if commuting else np.nan))
+            wen_closed=gaussian.lemma42_expected_sq_delta(mu, S, mu_c, S_c).item(),
+            ours_closed=gaussian.section44_expected_sq_hdelta_sdelta(mu, S, mu_c, S_c).item(),
+            wen_eig=gaussian.eigen_sum(lam, lam_c, 2).item() if commuting else np.nan,
+            ours_eig=gaussian.eigen_sum(lam, lam_c, 4).item() if commuting else np.nan))
     return rows
 
 
@@ -88,17 +89,18 @@ def fisher_rao_ratios(gen: torch.Generator, d: int = 8, eps_grid=np.logspace(-4,
     E = torch.randn(d, d, dtype=torch.float64, generator=gen)
     E = (E + E.T) / 2
     E = E / torch.linalg.matrix_norm(E, 2)  # Σ + ε E stays SPD for ε ≤ 0.1
-    S = G.random_covariance(d, cond=20.0, generator=gen)
+    S = gaussian.random_covariance(d, cond=20.0, generator=gen)
     eye, zero = torch.eye(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
     out = {"eps": np.asarray(eps_grid), "I": [], "S": [], "S_fixed": []}
     for eps in eps_grid:
         dS = float(eps) * E
         out["I"].append(
-            (G.lemma42_expected_sq_delta(zero, eye, zero, eye + dS) / G.fisher_rao_sq(eye, eye + dS)).item()
+            (gaussian.lemma42_expected_sq_delta(zero, eye, zero, eye + dS)
+             / gaussian.fisher_rao_sq(eye, eye + dS)).item()
         )
-        exact = G.lemma42_expected_sq_delta(zero, S, zero, S + dS)
-        out["S"].append((exact / G.fisher_rao_sq(S, S + dS)).item())
-        out["S_fixed"].append((exact / G.score_delta_second_order(S, dS)).item())
+        exact = gaussian.lemma42_expected_sq_delta(zero, S, zero, S + dS)
+        out["S"].append((exact / gaussian.fisher_rao_sq(S, S + dS)).item())
+        out["S_fixed"].append((exact / gaussian.score_delta_second_order(S, dS)).item())
     return out
 
 
@@ -111,7 +113,7 @@ def mnist_points(model, per_class: int, n_t: int, num_steps: int, store, seed: i
     Points come from ``store`` (an ArrayStore; missing ones computed and kept with their x_t)."""
     from .hessian import dense_jacobian
     from .toy import MNIST_LABELS
-    from .toy_experiments import trajectory
+    from .toy_figures import trajectory
 
     points = []
     for digit in ("9", "3"):
@@ -136,7 +138,7 @@ def minisd_points(model, records: list[dict], steps, store, seed: int = 0) -> li
     """Figure 4 on MiniSD: at step indices ``steps`` of each prompt's guided 50-step path (x_T from its first
     generation seed), the exact −tr H, ‖s‖², −tr H³ and ‖Hs‖² of the conditional score (dense 256×256 Jacobian).
     Points come from ``store``; a prompt's path is sampled only when one of its points is missing."""
-    from .minisd import experiments as X
+    from . import path_spectra
     from .sampling import ddim_timesteps, prompt_seed
 
     ts = ddim_timesteps(model.num_train_timesteps, 50, model.steps_offset)  # t of each step index
@@ -145,12 +147,12 @@ def minisd_points(model, records: list[dict], steps, store, seed: int = 0) -> li
         cond = model.encode([r["caption"]])
         todo = [i for i in steps if f"{r['caption']}|{i}|seed {seed}" not in store.data]
         x_T = model.initial_noise([prompt_seed(seed, r["caption"], 0)])
-        pts = X.path_points(model, x_T, cond, list(steps)) if todo else {}  # the guided path, only if needed
+        pts = path_spectra.path_points(model, x_T, cond, list(steps)) if todo else {}  # the guided path, only if needed
         for i in steps:
             t = int(ts[i])
 
             def compute(i=i, t=t):
-                J = X.score_jacobian(model, pts[i][1][0], t, cond)
+                J = path_spectra.score_jacobian(model, pts[i][1][0], t, cond)
                 return list(exact_sharpness(J, model.score_fn(t, cond)(pts[i][1])).values())
             v = store.get(f"{r['caption']}|{i}|seed {seed}", compute,
                           inputs={"x": pts[i][1][0].float().numpy()} if i in pts else None,

@@ -5,6 +5,7 @@ generations of a prompt with :func:`mean_over_generations`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -14,8 +15,6 @@ from torch import Tensor
 from .hessian import ScoreFn, hvp, hvp_jvp
 from .sampling import alpha_bar_prev, ddim_step, ddim_timesteps
 from .scores import ScoreModel, cfg_combine
-
-METRICS = ("wen", "ours-jvp", "ours-fd")  # the trajectory metrics of trajectory_metrics
 
 
 def _sqnorm(x: Tensor) -> Tensor:
@@ -49,6 +48,27 @@ def hessian_score_metric(
         with torch.no_grad():
             return _sqnorm(hvp(delta_fn, x, delta, method, rel_step=rel_step, fx=delta)[1])
     raise ValueError(f"method {method!r} is unknown: use 'jvp', 'fd' or 'fd-central'")
+
+
+@dataclass(frozen=True)
+class StepMetric:
+    """A detection metric computed at every sampling step from s^Δ (one row of ``STEP_METRICS``)."""
+
+    about: str  # what it is, citing the paper
+    compute: Callable[[ScoreFn, Tensor, Tensor, float | None], Tensor]  # (s^Δ as a function, x_t, ε^Δ, FD step)
+    power: int  # the score-space value is the ε-space value over σ_t ** power (s = −ε/σ_t)
+    space: str  # the space Table 1 reports it in: 'eps' (Wen et al.'s convention) or 'score' (the paper's)
+
+
+# The per-step metrics: trajectory_metrics computes them, detection and the exact pipeline take their lists from here.
+STEP_METRICS: dict[str, StepMetric] = {
+    "wen": StepMetric("Wen et al.'s ‖s(x_t, c) − s(x_t)‖ (§4.3)", lambda f, x, d, h: wen_metric(d), 1, "eps"),
+    "ours-jvp": StepMetric("the paper's ‖H^Δ s^Δ‖² (§4.4) by an exact forward-mode JVP under math attention",
+                           lambda f, x, d, h: hessian_score_metric(f, x, "jvp", d, h), 4, "score"),
+    "ours-fd": StepMetric("the paper's ‖H^Δ s^Δ‖² (§4.4) by the finite difference of §5.1, in the model's dtype",
+                          lambda f, x, d, h: hessian_score_metric(f, x, "fd", d, h), 4, "score"),
+}
+METRICS = tuple(STEP_METRICS)  # the trajectory metrics of trajectory_metrics
 
 
 def _space_of(space: str | dict, metric: str) -> str:
@@ -100,11 +120,8 @@ def trajectory_metrics(
         delta_fn = model.delta_fn(t, cond, uncond, "eps")
         row = {}
         for m in metrics:
-            if m == "wen":
-                val, power = wen_metric(d_eps), 1
-            else:
-                val, power = hessian_score_metric(delta_fn, x, "jvp" if m == "ours-jvp" else "fd", d_eps, rel_step), 4
-            row[m] = val.detach().double().cpu() / (sigma ** power if spaces[m] == "score" else 1.0)
+            val = STEP_METRICS[m].compute(delta_fn, x, d_eps, rel_step)
+            row[m] = val.detach().double().cpu() / (sigma ** STEP_METRICS[m].power if spaces[m] == "score" else 1.0)
             sums[m] += row[m]
         if callback is not None:
             callback({"i": i, "t": t, "x": x, **row})

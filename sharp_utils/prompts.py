@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import paths
 
 # The paper's prompt sets as published beside its official code
@@ -100,3 +102,20 @@ def download_sd_prompts(
         tmp.replace(target)
         log(f"wrote {target} ({len(data)} bytes)")
     return dest
+
+
+MEMORIZED = ("em", "pm", "mem")  # the memorized categories of MiniSD's (em / pm) and the paper's (mem) sets
+
+
+def pick(records: list[dict], per_category: int | None, seed: int = 0, categories=None) -> list[dict]:
+    """At most ``per_category`` records of each category, chosen with a fixed seed (order kept)."""
+    rng = np.random.default_rng(seed)
+    cats = categories or sorted({r["category"] for r in records}, key=lambda c: ("em", "pm", "mem", "nmem").index(c))
+    keep = []
+    for c in cats:
+        idx = [i for i, r in enumerate(records) if r["category"] == c]
+        if per_category is not None and len(idx) > per_category:
+            idx = sorted(rng.choice(idx, per_category, replace=False).tolist())
+        keep += idx
+    return [records[i] for i in sorted(keep)]
+

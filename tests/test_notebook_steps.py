@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from sharp_utils import evidence, profiles, sampling
 from sharp_utils.minisd import figure6
-from sharp_utils.mitigation_run import paired_lead, plot_grid, tradeoff_intervals
+from sharp_utils.tradeoff import paired_lead, plot_grid, tradeoff_intervals
 
 
 def test_step_label_is_the_papers_t_convention():
@@ -64,7 +64,7 @@ def test_profiles_cover_every_notebook_and_name_the_fix():
 
 def _rows(tmp_path):
     """Two prompts x 2 generations: no mitigation copies; SAIL at 2.0 changes prompt 1's images, at 1.0 it does not."""
-    from sharp_utils.scoring import save_image
+    from sharp_utils.image_scorers import save_image
 
     rows = []
     for pi in (0, 1):
@@ -96,7 +96,7 @@ def test_grid_shows_the_training_image_and_sails_most_changed_setting(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from sharp_utils.scoring import save_image
+    from sharp_utils.image_scorers import save_image
 
     rows = _rows(tmp_path)
     ref = tmp_path / "ref.png"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sharp_utils import checkpoints, toy
-from sharp_utils import toy_experiments as E
+from sharp_utils import toy_figures
 from sharp_utils.gaussian import random_covariance
 from sharp_utils.scores import GaussianVPModel
 from sharp_utils.stats import rate_ci
@@ -82,18 +82,20 @@ def test_corrupt_checkpoint_is_not_loaded_but_retrained(tmp_path, monkeypatch):
     net = toy.TimeMLP(hidden=8, depth=1)
     checkpoints.save_state(tmp_path, "toy2d", net.state_dict(), config=net.config)
     (tmp_path / "toy2d.safetensors").write_bytes(b"garbage")
-    monkeypatch.setattr(E, "TOY2D_DIR", tmp_path)
+    monkeypatch.setattr(toy_figures, "TOY2D_DIR", tmp_path)
     calls = []
-    monkeypatch.setattr(E, "train_toy2d", lambda **kw: (calls.append(kw), (toy.TimeMLP(), {}))[1])
+    monkeypatch.setattr(toy_figures, "train_toy2d", lambda **kw: (calls.append(kw), (toy.TimeMLP(), {}))[1])
     messages = []
-    model = E._load_or_train(
-        tmp_path, "toy2d", lambda c: toy.TimeMLP(**c), lambda: E.train_toy2d(), False, messages.append
+    model = toy_figures._load_or_train(
+        tmp_path, "toy2d", lambda c: toy.TimeMLP(**c), lambda: toy_figures.train_toy2d(), False, messages.append
     )
     assert calls and "corrupt" in messages[0]
     assert isinstance(model, toy.TimeMLP)
 
 
-@pytest.mark.parametrize("folder,name", [(E.TOY2D_DIR, "toy2d"), (E.MNIST_DIRS["coupled"], "mnist_9v3")])
+@pytest.mark.parametrize(
+    "folder,name", [(toy_figures.TOY2D_DIR, "toy2d"), (toy_figures.MNIST_DIRS["coupled"], "mnist_9v3")]
+)
 def test_shipped_checkpoints_match_their_manifest(folder, name):
     state, config = checkpoints.load_state(folder, name)
     recipe = json.loads((folder / checkpoints.MANIFEST).read_text())["recipe"][name]
@@ -103,12 +105,12 @@ def test_shipped_checkpoints_match_their_manifest(folder, name):
 
 def test_sampling_is_deterministic_and_independent_of_batching():
     model = toy.TorchScoreModel(toy.TimeMLP(hidden=16, depth=2), toy.ddpm_alphas_cumprod())
-    a = E.generate(model, [5, 6, 7], (2,), num_steps=10, batch_size=3)
-    b = E.generate(model, [5, 6, 7], (2,), num_steps=10, batch_size=1)
-    c = E.generate(model, [7, 6, 5], (2,), num_steps=10, batch_size=2)
+    a = toy_figures.generate(model, [5, 6, 7], (2,), num_steps=10, batch_size=3)
+    b = toy_figures.generate(model, [5, 6, 7], (2,), num_steps=10, batch_size=1)
+    c = toy_figures.generate(model, [7, 6, 5], (2,), num_steps=10, batch_size=2)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(a, c.flip(0), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(a, E.generate(model, [5, 6, 7], (2,), num_steps=10), rtol=0, atol=0)
+    torch.testing.assert_close(a, toy_figures.generate(model, [5, 6, 7], (2,), num_steps=10), rtol=0, atol=0)
 
 
 def test_mnist_data_layout():
@@ -170,11 +172,11 @@ def test_label_dropout_draws_the_unconditional_examples_from_their_own_set():
 
 
 def test_train_mnist_appc_runs_and_records_its_design():
-    net, rec = E.train_mnist(steps=2, batch_size=4, augment=False, design="appc", log_every=1)
+    net, rec = toy_figures.train_mnist(steps=2, batch_size=4, augment=False, design="appc", log_every=1)
     assert rec["design"] == "appc" and rec["uncond_examples"] == 1000 and rec["steps"] == 2
     assert all(torch.isfinite(torch.tensor([r["dsm"], r["dsm2"]])).all() for r in rec["log"])
     with pytest.raises(ValueError, match="appc"):
-        E.load_mnist(design="other")
+        toy_figures.load_mnist(design="other")
 
 
 def test_train_mnist_resumes_a_checkpoint_and_records_it(tmp_path):
@@ -183,8 +185,16 @@ def test_train_mnist_resumes_a_checkpoint_and_records_it(tmp_path):
 
     net0 = toy.ClassUNet()
     save_state(tmp_path, "mnist_9v3", net0.state_dict(), config=net0.config, recipe={"steps": 7})
-    net, rec = E.train_mnist(steps=2, batch_size=4, augment=False, design="appc", resume=tmp_path, lr=0.0,
-                             second_order_weight=0.0, ema_decay=0.0)
+    net, rec = toy_figures.train_mnist(
+        steps=2,
+        batch_size=4,
+        augment=False,
+        design="appc",
+        resume=tmp_path,
+        lr=0.0,
+        second_order_weight=0.0,
+        ema_decay=0.0,
+    )
     for k, v in net0.state_dict().items():
         torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
     resumed = rec["resumed_checkpoint"]
@@ -194,7 +204,7 @@ def test_train_mnist_resumes_a_checkpoint_and_records_it(tmp_path):
 
 def test_copy_rates_counts_rows_below_the_threshold():
     rows = [{"group": "a", "distance": d} for d in (0.5, 1.5, 0.99, 3.0)] + [{"group": "b", "distance": 2.0}]
-    rates = E.copy_rates(rows, threshold=1.0)
+    rates = toy_figures.copy_rates(rows, threshold=1.0)
     assert rates["a"][:2] == (2, 4) and rates["b"][:2] == (0, 1)
     assert rates["a"][2] == rate_ci(2, 4)
 
@@ -206,7 +216,7 @@ def test_mnist_copy_threshold_is_half_the_median_spacing_of_the_threes():
     np.fill_diagonal(d, np.inf)
     nn = np.sort(d.min(1))
     # torch's median of an even count is the lower middle value (numpy's the mean of both): 500 threes
-    assert E.mnist_copy_threshold(data) == pytest.approx(0.5 * nn[(len(nn) - 1) // 2], rel=1e-9)
+    assert toy_figures.mnist_copy_threshold(data) == pytest.approx(0.5 * nn[(len(nn) - 1) // 2], rel=1e-9)
 
 
 def test_shipped_appc_copy_rows_match_todays_code():
@@ -214,24 +224,24 @@ def test_shipped_appc_copy_rows_match_todays_code():
     (through `sharp verify`'s recomputation and tolerance: 1e-2 in l2, the copy threshold is 5.4)."""
     from sharp_utils.verify import verify_mnist_copies
 
-    path = E.MNIST_COPY_RESULTS["appc"]
-    rows, settings = E.read_copy_results(path, E.MNIST_DIRS["appc"])
-    assert settings["threshold"] == pytest.approx(E.mnist_copy_threshold(toy.mnist_9_vs_3(0)), rel=1e-6)
+    path = toy_figures.MNIST_COPY_RESULTS["appc"]
+    rows, settings = toy_figures.read_copy_results(path, toy_figures.MNIST_DIRS["appc"])
+    assert settings["threshold"] == pytest.approx(toy_figures.mnist_copy_threshold(toy.mnist_9_vs_3(0)), rel=1e-6)
     picks = [
         i
-        for group in E.MNIST_COPY_GROUPS
+        for group in toy_figures.MNIST_COPY_GROUPS
         for i in sorted((i for i, r in enumerate(rows) if r["group"] == group), key=lambda i: int(rows[i]["seed"]))[:3]
     ]
     n, mismatches = verify_mnist_copies(path, picks)
-    assert n == 3 * len(E.MNIST_COPY_GROUPS) and not mismatches, [str(m) for m in mismatches]
+    assert n == 3 * len(toy_figures.MNIST_COPY_GROUPS) and not mismatches, [str(m) for m in mismatches]
 
 
 def test_read_copy_results_refuses_rows_of_another_checkpoint(tmp_path):
     import shutil
 
-    shutil.copy(E.MNIST_COPY_RESULTS["appc"], tmp_path / "c.csv")
-    shutil.copy(E.MNIST_COPY_RESULTS["appc"].with_suffix(".json"), tmp_path / "c.json")
+    shutil.copy(toy_figures.MNIST_COPY_RESULTS["appc"], tmp_path / "c.csv")
+    shutil.copy(toy_figures.MNIST_COPY_RESULTS["appc"].with_suffix(".json"), tmp_path / "c.json")
     with pytest.raises(checkpoints.CheckpointError, match="another checkpoint"):
-        E.read_copy_results(tmp_path / "c.csv", E.MNIST_DIRS["coupled"])
+        toy_figures.read_copy_results(tmp_path / "c.csv", toy_figures.MNIST_DIRS["coupled"])
     with pytest.raises(FileNotFoundError, match="check_mnist_memorization"):
-        E.read_copy_results(tmp_path / "missing.csv", E.MNIST_DIRS["appc"])
+        toy_figures.read_copy_results(tmp_path / "missing.csv", toy_figures.MNIST_DIRS["appc"])

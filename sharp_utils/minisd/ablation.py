@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..results import ResultWriter, results_dir
-from . import experiments as X
+from . import experiments, training_set
+from .. import calibration, registry
 
 # the table's columns: unconditional / EM copy rates, detection AUCs, Figure 3's first-step separation, SAIL's drop
 COLUMNS = ("uncond_copy", "em_copy", "wen@1", "ours@1", "wen@{T}", "fig3_separation", "sail_drop")
@@ -21,17 +22,16 @@ def models(device: str = "cpu", dev_nmem: list[str] | None = None) -> dict[str, 
     """{row name: (model, SAIL's ℓ_thres)} for the learned MiniSDs (their shipped middle setting) and the four exact
     densities (the middle of the same calibration, computed on each: the 50 % point over non-memorized dev prompts,
     official loss)."""
-    from ..exact_experiments import ExactPipeline, minisd_exact
-    from ..mitigation_run import SETTINGS
+    from ..exact_pipeline import ExactPipeline
 
-    pipes = {name: X.load_model(name, device=device) for name in ("minisd-coupled", "minisd")}
-    out = {"learned, coupled (minisd-coupled)": (pipes["minisd-coupled"], SETTINGS["minisd-coupled"]["sail"][2]),
-           "learned, v2 (minisd)": (pipes["minisd"], SETTINGS["minisd"]["sail"][2])}
+    pipes = {name: registry.load_model(name, device=device) for name in ("minisd-coupled", "minisd")}
+    out = {f"learned, {registry.design(n)} ({n})": (pipes[n], registry.mitigation_grids(n)["sail"][2])
+           for n in ("minisd-coupled", "minisd")}
     for uncond in ("coupled", "appc"):
         for em in ("single", "dominant"):
-            ex = ExactPipeline(minisd_exact(pipes["minisd"], uncond, em), pipes["minisd"],
+            ex = ExactPipeline(registry.exact_density("minisd", pipes["minisd"], uncond, em), pipes["minisd"],
                                name=f"exact:minisd:{uncond}:{em}")
-            thr = X.calibrate_sail_grid(ex, dev_nmem or [], quantiles=(0.5,), alpha=0.05, loss="official")[0]
+            thr = calibration.calibrate_sail_grid(ex, dev_nmem or [], quantiles=(0.5,), alpha=0.05, loss="official")[0]
             out[f"exact, {uncond} pool, {em} EM"] = (ex, thr)
     return out
 
@@ -49,7 +49,7 @@ def rows(models_: dict, copy_scorer, em_recs, det_recs, sail_recs, cfg: dict, ou
     for name, (m, thr) in models_.items():
         udir = (out / f"uncond_exact_{name.split(', ')[1].split()[0]}" if name.startswith("exact")
                 else results_dir("03_sd_eigen_spectra", profile) if m is v2 else None)
-        table[name] = X.regime_row(m, copy_scorer, em_recs, det_recs, sail_recs, thr, out / slug(name), seed,
+        table[name] = experiments.regime_row(m, copy_scorer, em_recs, det_recs, sail_recs, thr, out / slug(name), seed,
                                    cfg["n_uncond"], cfg["em_n"], cfg["det_n"], cfg["sep"], cfg["sail_n"],
                                    cfg["sail_max_steps"], cfg["num_steps"], uncond_dir=udir,
                                    model_name=name.split("(")[-1].rstrip(")") if name.startswith("learned")
@@ -80,16 +80,17 @@ def mnist_copies(out: Path, n_uncond: int, n_nine: int, num_steps: int, seed: in
     """{model: {group: (copies, n)}}: unconditional samples (guidance 1) and guided '9' samples (guidance 5), seeds
     50,000 on, copying the memorized nine (within App. C's threshold) for both MNIST checkpoints and the exact
     densities of both pools. Distances are appended to ``out/mnist_copies.csv``, only missing ones computed."""
-    from .. import toy_experiments as T
-    from ..exact_experiments import mnist_exact
+    from .. import toy_figures
+    from ..toy import mnist_exact
     from ..toy import MNIST_LABELS, mnist_9_vs_3
 
     data = mnist_9_vs_3(seed)
-    mn = {"learned, coupled": T.load_mnist(design="coupled"), "learned, App. C": T.load_mnist(design="appc")}
+    mn = {"learned, coupled": registry.load_model("mnist-coupled"),
+          "learned, App. C": registry.load_model("mnist-appc")}
     for pool in ("coupled", "appc"):
         mn[f"exact, {pool}"] = mnist_exact(pool, seed)
     sizes = {"uncond": n_uncond, "nine": n_nine}
-    thr = T.mnist_copy_threshold(data)  # half the median nearest-neighbour spacing of the training threes
+    thr = toy_figures.mnist_copy_threshold(data)  # half the median nearest-neighbour spacing of the training threes
 
     def key(r):
         return r["model"], r["group"], int(r["seed"]), int(r["num_steps"])
@@ -103,8 +104,8 @@ def mnist_copies(out: Path, n_uncond: int, n_nine: int, num_steps: int, seed: in
                 # an exact density's None is its unconditional pool; a learned model's None its unconditional branch
                 c = MNIST_LABELS[label] if name.startswith("learned") or label is not None else None
                 for i in range(0, len(todo), 200):  # appended batch by batch
-                    x = T.generate(m, todo[i:i + 200], (1, 28, 28), c, g, num_steps).float()
-                    for s, d in zip(todo[i:i + 200], T.nearest_distance(x, data["nine"][None])[0].tolist()):
+                    x = toy_figures.generate(m, todo[i:i + 200], (1, 28, 28), c, g, num_steps).float()
+                    for s, d in zip(todo[i:i + 200], toy_figures.nearest_distance(x, data["nine"][None])[0].tolist()):
                         w.write(dict(model=name, group=group, seed=s, num_steps=num_steps, distance=f"{d:.6g}"))
     with path.open(newline="", encoding="utf-8") as f:
         dist = {key(r): float(r["distance"]) for r in csv.DictReader(f)}
@@ -127,7 +128,7 @@ def uncond_copy_rate(model, copy_scorer, n: int, seed: int = 0, num_steps: int =
     how many copy an EM training image (copy score above the scorer's threshold)."""
     import torch
 
-    em_ids = X.em_image_ids()
-    E = copy_scorer.embed(torch.from_numpy(X.training_images()[em_ids]).float() / 255.0)
-    G = copy_scorer.embed(X.generate_images(model, [""], n, seed, num_steps, guidance_scale=1.0))
+    em_ids = training_set.em_image_ids()
+    E = copy_scorer.embed(torch.from_numpy(training_set.training_images()[em_ids]).float() / 255.0)
+    G = copy_scorer.embed(experiments.generate_images(model, [""], n, seed, num_steps, guidance_scale=1.0))
     return int(((G @ E.T).max(1).values > copy_scorer.threshold).sum()), n

@@ -4,7 +4,7 @@
   discrimination (NT-Xent) between two augmented views of every unique training image, with shifts, small
   rotations/scales, colour gain, Gaussian noise, low-frequency blotches and PM frames pasted on as overlays, so
   a copy with generation artefacts still matches its source while a different digit does not.  Copy score =
-  cosine similarity, max over a prompt's training images (``scoring.copy_scores``).
+  cosine similarity, max over a prompt's training images (``image_scorers.copy_scores``).
 * :class:`MiniSDAlignmentScorer` — a small CNN classifier of the three attributes captions state (digit,
   colour, frame); the alignment of (image, caption) is the mean predicted probability of the attributes the
   caption states (a caption without a frame states "no frame").  Captions are parsed by :func:`parse_caption`.

@@ -1,10 +1,6 @@
-"""The experiments of notebooks 03–07 on MiniSD or on a local Stable Diffusion folder (same code path).
-
-``model="minisd"`` loads the shipped MiniSD v2 checkpoint, ``"minisd-coupled"`` the first MiniSD (``MODELS``), both
-with the prompt sets with ground truth (``prompts/minisd_{dev,eval}.jsonl``: em / pm / nmem); ``"exact:<name>"`` is
-the exact density of that model's training set; any other value is a diffusers SD folder or hub id, with the
-paper's SD prompt sets (``paths.sd_prompts_dir``: memorized ``mem`` / non-memorized ``nmem``).
-"""
+"""The regime experiments of notebooks 03 and 07 on a MiniSD model (learned or exact) or a Stable Diffusion folder:
+seeded generations, the memorization regime against its bars (``REGIME_BARS``), the regime ablation's rows, and the
+reference images of the mitigation runs.  Models are named and loaded through :mod:`sharp_utils.registry`."""
 from __future__ import annotations
 
 import csv
@@ -16,96 +12,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import paths
+from .. import registry
 from ..checkpoints import read_manifest
-from ..hessian import dense_jacobian, jacobian_operator
-from ..metrics import wen_metric
 from ..mitigation import generate
-from ..pipeline import PipelineLoadError, PipelineScoreModel, load_pipeline
-from ..sampling import ddim_timesteps, prompt_seed, sample_ddim
-from ..scores import eps_to_x0
-from ..spectrum import top_eigenvalues
-from .training_set import em_image_ids, image_latents, training_data, training_images, training_latents  # noqa: F401
-
-MINISD = "minisd"
-MODELS = {"minisd": "v2", "minisd-coupled": "coupled"}  # model name → training design (data.DESIGNS)
-MEMORIZED = ("em", "pm", "mem")
-EXACT = "exact:"  # "exact:<name>[:<uncond>[:<em>]]": the exact density of a MiniSD model's training set
-
-
-def is_exact(model: str) -> bool:
-    return str(model).startswith(EXACT)
-
-
-def is_minisd(model: str) -> bool:
-    """A MiniSD model, or the exact density of its training set (same prompts, scorers and training images)."""
-    return str(model) in MODELS or (is_exact(model) and str(model).split(":")[1] in MODELS)
-
-
-def design(model: str) -> str:
-    """The training design ('v2' / 'coupled') of a MiniSD model name (exact or learned)."""
-    return MODELS[str(model).split(":")[1] if is_exact(model) else str(model)]
-
-
-def load_model(model: str = MINISD, device: str | None = None, dtype: str = "float32") -> PipelineScoreModel:
-    """MiniSD v2 (``"minisd"``, CPU by default), the first, coupled MiniSD (``"minisd-coupled"``), the exact density
-    of a MiniSD training set (``"exact:minisd"``, ``"exact:minisd-coupled"``, optionally ``:<uncond>[:<em>]`` for
-    another unconditional pool / EM caption, see ``exact_experiments.minisd_exact``), or a Stable Diffusion folder /
-    hub id through ``load_pipeline``."""
-    if is_exact(model):
-        from ..exact_experiments import EM_CAPTIONS, UNCOND_POOLS, ExactPipeline, minisd_exact
-
-        parts = str(model).split(":")
-        ok = len(parts) in (2, 3, 4) and parts[1] in MODELS and (len(parts) < 3 or parts[2] in UNCOND_POOLS) and (
-            len(parts) < 4 or parts[3] in EM_CAPTIONS)
-        if not ok:
-            raise PipelineLoadError(
-                f"model {model!r}: exact densities exist for MiniSD's training sets only: use exact:<"
-                + "|".join(MODELS) + ">[:<" + "|".join(UNCOND_POOLS) + ">[:<" + "|".join(EM_CAPTIONS) + ">]]")
-        pipe = load_model(parts[1], device="cpu", dtype="float32")
-        return ExactPipeline(minisd_exact(pipe, *parts[2:], design=design(model)), pipe, name=str(model))
-    if is_minisd(model):
-        from .model import CHECKPOINTS, pipeline_dir
-
-        return load_pipeline(pipeline_dir(CHECKPOINTS[design(model)]), dtype=dtype, device=device or "cpu")
-    return load_pipeline(model, dtype=dtype, device=device)
-
-
-def prompt_records(model: str = MINISD, split: str = "eval", version: str = "sd1") -> list[dict]:
-    """Prompt records with 'caption' and 'category' (MiniSD: em / pm / nmem with train_ids; SD: mem / nmem).
-
-    MiniSD's ``split`` is 'dev' or 'eval' (fixed before tuning); SD has no split: the paper's full sets are used.
-    """
-    if is_minisd(model):
-        if split not in ("dev", "eval"):
-            raise ValueError(f"split {split!r} is unknown: use 'dev' or 'eval'")
-        path = paths.PROMPTS / f"minisd_{split}.jsonl"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path} is missing: run `python -m sharp_utils.minisd.train prepare "
-                "--out .device/minisd_prep.safetensors`"
-            )
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from ..prompts import read_prompts, sd_prompt_file
-
-    out = []
-    for cat in ("mem", "nmem"):
-        for p in read_prompts(sd_prompt_file(f"{version}_{cat}.txt")).prompts:
-            out.append({"caption": p, "category": cat})
-    return out
-
-
-def pick(records: list[dict], per_category: int | None, seed: int = 0, categories=None) -> list[dict]:
-    """At most ``per_category`` records of each category, chosen with a fixed seed (order kept)."""
-    rng = np.random.default_rng(seed)
-    cats = categories or sorted({r["category"] for r in records}, key=lambda c: ("em", "pm", "mem", "nmem").index(c))
-    keep = []
-    for c in cats:
-        idx = [i for i, r in enumerate(records) if r["category"] == c]
-        if per_category is not None and len(idx) > per_category:
-            idx = sorted(rng.choice(idx, per_category, replace=False).tolist())
-        keep += idx
-    return [records[i] for i in sorted(keep)]
+from ..pipeline import PipelineScoreModel
+from ..path_spectra import score_jacobian
+from ..prompts import MEMORIZED
+from ..sampling import ddim_timesteps, prompt_seed
+from .training_set import em_image_ids, training_images
 
 
 def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed: int = 0, num_steps: int = 50,
@@ -154,21 +68,18 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
 REGIME_BARS = {"uncond_copy_max": 0.02, "em_copy_min": 0.60, "nmem_copy_max": 0.02, "nmem_aligned_min": 0.90}
 
 
-def memorized_shares(model: str = MINISD) -> dict:
+def memorized_shares(model: str = "minisd") -> dict:
     """Share of memorized (EM) examples among a MiniSD model's conditional and unconditional training rows, as its
     recipe draws them (``em_weight`` from the manifest; v2's unconditional rows come from its pool)."""
-    from .model import CHECKPOINTS
-
-    des = design(model)
-    d = training_data(des)
-    recipe = read_manifest(CHECKPOINTS[des])["recipe"]["unet"]
-    em_ids = set(em_image_ids(des))
-    ti, tc = np.asarray(d["train_image"]), np.asarray(d["train_caption"])
-    em_cap = {d["captions"].index(r["caption"]) for r in d["records"] if r["category"] == "em"}
-    w = np.where(np.isin(tc, list(em_cap)), float(recipe.get("em_weight", 1.0)), 1.0)  # a row's sampling weight
-    cond = float(w[np.isin(ti, list(em_ids))].sum() / w.sum())
-    uncond = len(em_ids) / len(d["uncond_images"]) if des == "v2" else cond
-    return {"conditional": cond, "unconditional": uncond, "em_weight": float(recipe.get("em_weight", 1.0))}
+    s = registry.spec(model)
+    d = s.training_data()
+    em_weight = float(read_manifest(s.checkpoint)["recipe"]["unet"].get("em_weight", 1.0))
+    em_ids = d.em_image_ids()
+    em_cap = [d.caption_index(r["caption"]) for r in d.em_records()]
+    w = np.where(np.isin(d.train_caption, em_cap), em_weight, 1.0)  # a row's sampling weight
+    cond = float(w[np.isin(d.train_image, em_ids)].sum() / w.sum())
+    uncond = len(em_ids) / len(d.uncond_images) if d.uncond_images is not None else cond
+    return {"conditional": cond, "unconditional": uncond, "em_weight": em_weight}
 
 
 REGIME_COLUMNS = ("group", "caption", "generation", "seed", "guidance", "num_steps", "copy_em", "copy_own",
@@ -190,7 +101,7 @@ def regime_generations(model: PipelineScoreModel, copy_scorer, alignment_scorer,
     template score and the best over all five frames; alignment with the caption.  Images of ``keep_images`` groups
     are saved as PNGs."""
     from ..results import ResultWriter
-    from ..scoring import save_image
+    from ..image_scorers import save_image
     from .evaluators import parse_caption, template_score
 
     out_dir = Path(out_dir)
@@ -267,7 +178,7 @@ def regime_figures(
     ``out_dir/regime.csv`` (:func:`regime_generations`; a temporary folder when None) and only missing ones computed."""
     import tempfile
 
-    from ..scoring import load_image
+    from ..image_scorers import load_image
 
     tmp = None
     if out_dir is None:
@@ -318,7 +229,7 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     models sharing one unconditional density (the exact densities of one pool) can share.  ``model_name`` (what
     :func:`load_model` resolves) goes to ``model.json`` in each folder that has no manifest, for ``sharp verify``."""
     from ..detection import DetectOptions, detect
-    from ..mitigation_run import fmt_setting, paired_lead, read_mitigation, run_mitigation
+    from ..tradeoff import fmt_setting, paired_lead, read_mitigation, run_mitigation
     from ..results import ResultWriter, evaluate_tables, read_results
 
     out_dir = Path(out_dir)
@@ -401,7 +312,7 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
 def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8) -> list[list[Path]]:
     """PNG paths of each MiniSD record's training images (its first ``per_record`` ``train_ids``), written into
     ``folder`` once: the reference images the mitigation engine's copy scorer compares generations with."""
-    from ..scoring import save_image
+    from ..image_scorers import save_image
 
     train, folder = training_images(), Path(folder)
     out = []
@@ -416,125 +327,9 @@ def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8
     return out
 
 
-def denoised_distances(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, target: Tensor,
-                       guidance_scale: float = 7.5, num_steps: int = 50) -> tuple[Tensor, Tensor]:
-    """Per-sample latent MSE to ``target`` of x̂_0 from ε(x_t, c), ε(x_t, ∅) and the guided ε at every DDIM step.
-
-    Returns ((num_steps, 3, B) distances ordered conditional / unconditional / guided, final latents x_0); where the
-    guidance scale is 1 the unconditional branch is not evaluated and its row repeats the conditional one.
-    """
-    rows = []
-
-    def keep(info):
-        a = model.alpha_bar(info["t"]).to(info["x"])
-        d = [(eps_to_x0(e, info["x"], a) - target).pow(2).flatten(1).mean(1)
-             for e in (info["eps_c"], info["eps_u"], info["eps"])]
-        rows.append(torch.stack(d))
-
-    x0 = sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, model.steps_offset, callback=keep)
-    return torch.stack(rows), x0
-
 
 # ---------------------------------------------------------------- Hessian spectra along the sampling path
 
 
-def path_points(model: PipelineScoreModel, x_T: Tensor, cond: Tensor, step_indices: list[int], num_steps: int = 50,
-                guidance_scale: float = 7.5) -> dict[int, tuple[int, Tensor]]:
-    """{step index i: (timestep t_i, x_{t_i})} on the guided DDIM path from ``x_T`` (i = 0 is x_T at t = T−1 … )."""
-    want = sorted(set(int(i) for i in step_indices))
-    if want and (want[0] < 0 or want[-1] >= num_steps):
-        raise ValueError(f"step indices {want} must lie in [0, {num_steps - 1}]")
-    got: dict[int, tuple[int, Tensor]] = {}
-
-    def keep(info):
-        if info["i"] in want:
-            got[info["i"]] = (int(info["t"]), info["x"].clone())
-
-    if want:
-        sample_ddim(model, x_T, cond, None, num_steps, guidance_scale, model.steps_offset, callback=keep)
-    return got
 
 
-def score_jacobian(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None) -> Tensor:
-    """Dense Jacobian (d × d) of x ↦ s_θ(x_t, c) at one latent ``x`` (no batch dim): H_θ(x_t, c) of Jeon et al.
-    2025, exact, by reverse mode (``hessian.dense_jacobian``; 3.4× faster than 256 batched JVPs for MiniSD's
-    d = 256)."""
-    return dense_jacobian(model.score_fn(t, cond), x)
-
-
-def eigenvalues(J: Tensor) -> np.ndarray:
-    """Real parts of all eigenvalues of a (non-symmetric) Jacobian, ascending (``numpy.linalg.eigvals``)."""
-    return np.sort(np.linalg.eigvals(J.double().cpu().numpy()).real)
-
-
-def arnoldi_eigenvalues(model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50,
-                        num_iter: int | None = None, seed: int = 0) -> np.ndarray:
-    """The k largest-magnitude eigenvalues of H_θ(x_t, c) by Algorithm 1 (Arnoldi with JVP products)."""
-    matvec, _, d = jacobian_operator(model.score_fn(t, cond), x, "jvp")
-    vals = top_eigenvalues(matvec, d, k, "arnoldi", num_iter=num_iter, generator=torch.Generator().manual_seed(seed))
-    return np.sort(vals.numpy())
-
-
-def spectrum(
-    model: PipelineScoreModel, x: Tensor, t: int, cond: Tensor | None, k: int = 50, dense_max: int = 1024
-) -> np.ndarray:
-    """Eigenvalues of H_θ(x_t, c) at one latent: all of them (dense) when d ≤ ``dense_max`` (MiniSD: 256), else the
-    k of largest magnitude by Algorithm 1 (SD: d = 16,384)."""
-    if x.numel() <= dense_max:
-        return eigenvalues(score_jacobian(model, x, t, cond))
-    return arnoldi_eigenvalues(model, x, t, cond, k=k)
-
-
-def sail_initial_losses(model: PipelineScoreModel, prompts: list[str], budget: int = 8, alpha: float = 0.05,
-                        loss: str = "official", seed: int = 0, num_inference_steps: int = 50,
-                        batch: int = 64) -> Tensor:
-    """SAIL's objective at the un-optimised candidates of round 0, (P, budget): what ℓ_thres is compared with.
-    Prompts share batches of about ``batch`` candidates (per-candidate seeds: the values do not depend on it)."""
-    from ..mitigation import sail_objective, sail_seeds
-
-    t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
-    out = []
-    per = max(1, batch // budget)
-    for i in range(0, len(prompts), per):
-        ps = prompts[i:i + per]
-        x = model.initial_noise([s for p in ps for s in sail_seeds(p, 0, budget, seed)])
-        with torch.no_grad():
-            L = sail_objective(model, x, t, model.encode([p for p in ps for _ in range(budget)]), alpha, loss)
-        out.append(L.float().cpu().reshape(len(ps), budget))
-    return torch.cat(out)
-
-
-def _quantile_grid(values: Tensor, quantiles) -> tuple[float, ...]:
-    """A mitigation grid: the given quantiles of all values, rounded to 3 decimals."""
-    L = values.flatten()
-    return tuple(round(float(v), 3) for v in torch.quantile(L, torch.tensor(quantiles, dtype=L.dtype)))
-
-
-def calibrate_sail_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
-                        **kw) -> tuple[float, ...]:
-    """MiniSD's ℓ_thres grid: quantiles of SAIL's initial objective over *non-memorized* prompts, i.e. "as smooth
-    as a typical non-memorized prompt" at several strictness levels (lower = stronger mitigation)."""
-    return _quantile_grid(sail_initial_losses(model, nonmemorized, **kw), quantiles)
-
-
-def calibrate_wen_grid(model: PipelineScoreModel, nonmemorized: list[str], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9),
-                       **kw) -> tuple[float, ...]:
-    """MiniSD's ℓ_target grid for Wen et al.'s mitigation: quantiles of their initial metric over non-memorized
-    prompts."""
-    return _quantile_grid(wen_initial_metric(model, nonmemorized, **kw), quantiles)
-
-
-def wen_initial_metric(model: PipelineScoreModel, prompts: list[str], n: int = 8, seed: int = 0,
-                       num_inference_steps: int = 50, batch: int = 64) -> Tensor:
-    """Wen et al.'s ‖ε(x_T, c) − ε(x_T, ∅)‖ at the first step for n seeded x_T per prompt, (P, n): the quantity
-    their embedding optimisation drives below ℓ_target.  Prompts share batches of about ``batch`` items."""
-    t = ddim_timesteps(model.num_train_timesteps, num_inference_steps, model.steps_offset)[0]
-    out = []
-    per = max(1, batch // n)
-    for i in range(0, len(prompts), per):
-        ps = prompts[i:i + per]
-        x = model.initial_noise([prompt_seed(seed, p, g) for p in ps for g in range(n)])
-        with torch.no_grad():
-            d = model.delta_fn(t, model.encode([p for p in ps for _ in range(n)]), None, "eps")(x)
-        out.append(wen_metric(d).float().cpu().reshape(len(ps), n))
-    return torch.cat(out)

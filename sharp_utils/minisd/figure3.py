@@ -11,7 +11,8 @@ import torch
 from ..claims import Ev
 from ..evidence import median_diff, rate
 from ..pipeline import PipelineScoreModel
-from . import experiments as X
+from . import experiments, training_set
+from .. import path_spectra
 
 COLORS = {"em": "tab:red", "pm": "tab:orange", "mem": "tab:red", "nmem": "tab:blue"}
 
@@ -21,7 +22,7 @@ COLORS = {"em": "tab:red", "pm": "tab:orange", "mem": "tab:red", "nmem": "tab:bl
 
 def regime_lines(reg: dict, copy_threshold: float, align_threshold: float, em_n: int, model: str) -> list[str]:
     """The regime's rates against MiniSD's bars (``experiments.REGIME_BARS``), one printed line each."""
-    bars, share = X.REGIME_BARS, X.memorized_shares(model)
+    bars, share = experiments.REGIME_BARS, experiments.memorized_shares(model)
     per_prompt = np.bincount(reg["em_per_prompt"], minlength=em_n + 1).tolist()
     nm_t, pm_t = reg["nmem_template_best"], reg["pm_template"]
     return [
@@ -63,7 +64,7 @@ def plot_regime(reg: dict, em_records: list[dict], em_n: int, copy_threshold: fl
 
     fig = plt.figure(figsize=(9, 3.4))
     gs = fig.add_gridspec(2, 3)
-    train = X.training_images()
+    train = training_set.training_images()
     k = min(12, len(em_records))
     top = torch.cat([torch.from_numpy(train[r["train_ids"][0]]).float() / 255 for r in em_records[:k]], 2)
     bottom = torch.cat([reg["em_images"][j * em_n] for j in range(k)], 2)
@@ -107,7 +108,7 @@ class Spectra:
         if s is not None and key in s.data and s.input(key, "x") is not None:
             return s.meta[key]["t"], torch.from_numpy(s.input(key, "x"))[None]
         if (caption, seed) not in self._paths:
-            self._paths[(caption, seed)] = X.path_points(self.pipe, self.pipe.initial_noise([seed]),
+            self._paths[(caption, seed)] = path_spectra.path_points(self.pipe, self.pipe.initial_noise([seed]),
                                                          self.pipe.encode([caption]), list(range(self.num_steps)),
                                                          self.num_steps)
         return self._paths[(caption, seed)][step]
@@ -116,7 +117,7 @@ class Spectra:
         def compute():
             t, x = self.point(caption, seed, step)
             cond = self.pipe.encode([caption]) if conditional else None
-            return X.spectrum(self.pipe, x[0], t, cond, k=self.k, dense_max=10**6 if self.dense else 0)
+            return path_spectra.spectrum(self.pipe, x[0], t, cond, k=self.k, dense_max=10**6 if self.dense else 0)
         if self.store is None:
             return compute()
         t, x = self.point(caption, seed, step)
@@ -155,8 +156,9 @@ def arnoldi_errors(spectra: Spectra, caption: str, seed: int, steps, k: int, rng
     for step in steps:
         t, x = spectra.point(caption, seed, step)
         cond = pipe.encode([caption])
-        ritz = X.arnoldi_eigenvalues(pipe, x[0], t, cond, k=k, num_iter=2 * k + 1, seed=rng_seed)
-        full = np.linalg.eigvals(X.score_jacobian(pipe, x[0], t, cond).double().numpy())  # complex, as Arnoldi ranks
+        ritz = path_spectra.arnoldi_eigenvalues(pipe, x[0], t, cond, k=k, num_iter=2 * k + 1, seed=rng_seed)
+        J = path_spectra.score_jacobian(pipe, x[0], t, cond)
+        full = np.linalg.eigvals(J.double().numpy())  # complex, as Arnoldi ranks
         exact = np.sort(full[np.argsort(-np.abs(full))[:k]].real)  # the k of largest modulus, ascending
         scale = np.abs(exact).max()
         err_all.append(np.abs(ritz - exact).max() / scale)
@@ -213,10 +215,10 @@ def exact_generation_rates(exact, pipe: PipelineScoreModel, copy_scorer, records
     """The exact density's own generations (n per record, guidance 7.5) scored like the learned model's: per category
     the share copying one of the record's training images; and the share of ``n_uncond`` unconditional samples
     (guidance 1) copying an EM image."""
-    from ..exact_experiments import exact_sample
+    from ..exact_pipeline import exact_sample
 
-    E = copy_scorer.embed(torch.from_numpy(X.training_images()).float() / 255.0)
-    em_ids = X.em_image_ids()
+    E = copy_scorer.embed(torch.from_numpy(training_set.training_images()).float() / 255.0)
+    em_ids = training_set.em_image_ids()
     tc = copy_scorer.threshold
     lat = exact_sample(exact, [r["caption"] for r in records], pipe.latent_shape, n, seed, num_steps)
     G = copy_scorer.embed(pipe.decode(lat.float()))

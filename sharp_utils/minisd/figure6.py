@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from ..claims import Ev
-from ..mitigation_run import SETTINGS, paired_lead, pareto_leads, read_mitigation, run_mitigation, sd_version
-from ..mitigation_run import copy_rate, tradeoff_points  # noqa: F401  (the notebook's names)
+from ..tradeoff import paired_lead, pareto_leads, read_mitigation, run_mitigation, sd_version
+from ..tradeoff import copy_rate, tradeoff_points  # noqa: F401  (the notebook's names)
 from ..pipeline import PipelineScoreModel
-from . import experiments as X
+from ..prompts import pick
+from . import experiments
+from .. import calibration, registry
 
 ALPHA = 0.05  # SAIL's α (App. D.2, SD v1)
 
@@ -34,15 +36,15 @@ def plan(model: str, pipe: PipelineScoreModel, settings: tuple[int, ...], em: in
          seed: int = 0) -> Plan:
     """Figure 6's plan: no mitigation; SAIL and its re-draw control at ``settings`` (indices into the ℓ_thres grid,
     MiniSD: calibrated on the dev split's non-memorized prompts); the official-loss variant and the four baselines
-    at the same indices of their grids (``mitigation_run.SETTINGS``)."""
-    minisd = X.is_minisd(model)
-    grid = SETTINGS[model if minisd else sd_version(pipe)]
-    recs = X.prompt_records(model, "eval", sd_version(pipe))
-    recs = (X.pick(recs, em, seed, ["em"]) + X.pick(recs, pm, seed, ["pm"]) if minisd
-            else X.pick(recs, em, seed, ["mem"]))
+    at the same indices of their grids (``registry.mitigation_grids``)."""
+    minisd = registry.is_minisd(model)
+    grid = registry.mitigation_grids(model, pipe)
+    recs = registry.prompt_records(model, "eval", sd_version(pipe))
+    recs = (pick(recs, em, seed, ["em"]) + pick(recs, pm, seed, ["pm"]) if minisd
+            else pick(recs, em, seed, ["mem"]))
     loss = "paper" if minisd else "official"
-    dev = [r["caption"] for r in X.prompt_records(model, "dev") if r["category"] == "nmem"] if minisd else []
-    sail_grid = X.calibrate_sail_grid(pipe, dev, alpha=ALPHA, loss="paper") if minisd else grid["sail"]
+    dev = [r["caption"] for r in registry.prompt_records(model, "dev") if r["category"] == "nmem"] if minisd else []
+    sail_grid = calibration.calibrate_sail_grid(pipe, dev, alpha=ALPHA, loss="paper") if minisd else grid["sail"]
     pairs = [("none", 0)] + [(m, sail_grid[i]) for m in ("sail", "redraw") for i in settings]
     variants = ("sail-official",) if loss == "paper" else ()
     pairs += [(m, grid["sail" if m == "sail-official" else m][i])
@@ -64,7 +66,7 @@ def lower_evidence(rows: list[dict], n: int) -> Ev:
 
 
 def pareto_evidence(rows: list[dict]) -> list[Ev]:
-    """SAIL's lead over each baseline's closest setting (``mitigation_run.pareto_leads``), at SAIL's best setting."""
+    """SAIL's lead over each baseline's closest setting (``tradeoff.pareto_leads``), at SAIL's best setting."""
     return [Ev(v, ci, f"{k} prompts", at) for v, ci, k, at in pareto_leads(rows, ("sail", best_sail(rows)))]
 
 
@@ -83,15 +85,16 @@ def exact_sail(pipe: PipelineScoreModel, model: str, p: Plan, settings: tuple[in
     """SAIL on the exact density of ``model``'s training set (its own unconditional pool), the same prompts, seeds
     and scorers; its ℓ_thres grid by the learned model's rule computed on the exact model. Rows are kept under
     ``out/exact-<pool>`` and only missing ones computed. Returns (pool, grid, rows)."""
-    from ..exact_experiments import MINISD_DEFAULTS, ExactPipeline, minisd_exact
+    from ..exact_pipeline import ExactPipeline
 
-    pool = MINISD_DEFAULTS[X.design(model)][0]
-    ex = ExactPipeline(minisd_exact(pipe, pool, design=X.design(model)), pipe, name=f"exact:{model}:{pool}")
-    grid = X.calibrate_sail_grid(ex, p.dev_nmem, alpha=ALPHA, loss="paper")
+    pool = registry.own_exact_options(model)[0]
+    ex = ExactPipeline(registry.exact_density(model, pipe, pool), pipe, name=f"exact:{model}:{pool}")
+    grid = calibration.calibrate_sail_grid(ex, p.dev_nmem, alpha=ALPHA, loss="paper")
     ex_out = Path(out) / f"exact-{pool}"
     pairs = [("none", 0)] + [("sail", grid[i]) for i in settings]
+    refs = experiments.reference_paths(p.records, ex_out / "references")
     list(run_mitigation(ex, p.prompts, pairs, n, ex_out, seed=seed, copy_scorer=copy_scorer,
-                        alignment_scorer=align_scorer, references=X.reference_paths(p.records, ex_out / "references"),
+                        alignment_scorer=align_scorer, references=refs,
                         model_name=ex.name, sail_kw=dict(alpha=ALPHA, loss="paper", max_steps=max_steps),
                         log=lambda s: None, batch=32))
     return pool, tuple(grid), read_mitigation(ex_out)

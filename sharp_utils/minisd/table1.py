@@ -10,7 +10,7 @@ import numpy as np
 from ..detection import DetectOptions, detect
 from ..pipeline import PipelineScoreModel
 from ..results import ResultWriter, evaluate_tables, read_results, write_manifest
-from . import experiments as X
+from .. import registry
 
 
 def run_detection(pipe: PipelineScoreModel, prompts: list[str], runs, opts: DetectOptions, csv: Path,
@@ -67,21 +67,22 @@ def exact_detection(pipe: PipelineScoreModel, model: str, prompts: list[str], n:
     """Wen and ours (FD at steps 1, 5, 50; JVP at step 1) on the exact density of ``model``'s training set (its own
     unconditional pool) from the same per-generation x_T; rows kept in ``out/exact-<pool>.csv``, computed when any
     is missing. Returns (pool, rows of this n and seed)."""
-    from ..exact_experiments import MINISD_DEFAULTS, exact_detection_rows, minisd_exact
+    from ..detection import DetectOptions, detect
+    from ..exact_pipeline import ExactPipeline
 
-    pool = MINISD_DEFAULTS[X.design(model)][0]
+    pool = registry.own_exact_options(model)[0]
     runs = [(("wen", "ours-fd"), tuple(k for k in (1, 5, 50) if k <= num_steps)), (("ours-jvp",), (1,))]
     want = [{"prompt_index": i, "prompt": p, "method": m, "steps": k, "n": n, "seed": seed}
             for ms, ks in runs for m in ms for k in ks for i, p in enumerate(prompts)]
     csv = Path(out) / f"exact-{pool}.csv"
     with ResultWriter(csv) as w:
         if not all(w.is_done(r) for r in want):
-            ex = minisd_exact(pipe, pool, design=X.design(model))
+            ex = ExactPipeline(registry.exact_density(model, pipe, pool), pipe, name=f"exact:{model}:{pool}")
+            opts = DetectOptions(num_inference_steps=num_steps, guidance_scale=guidance_scale)
             t0 = time.time()
             for ms, ks in runs:
-                for r in exact_detection_rows(ex, prompts, pipe.latent_shape, ms, ks, (n,), seed, num_steps,
-                                              guidance_scale, pipe.steps_offset):
-                    r.update(seed=seed, model=f"exact:{model}:{pool}", num_inference_steps=num_steps,
+                for r in detect(ex, prompts, ms, ks, (n,), seed, batch_size=256, opts=opts, log=lambda s: None):
+                    r.update(model=ex.name, num_inference_steps=num_steps,
                              guidance_scale=guidance_scale, seconds=f"{(time.time() - t0) / len(prompts):.4g}")
                     if not w.is_done(r):
                         w.write(r)

@@ -7,7 +7,7 @@
         --unet-seconds 3000                                                              # MiniSD v2, as shipped
     python -m sharp_utils.minisd.train verify --guidance 7.5 5 3     # EM copy rate over all 60 EM prompts
     python -m sharp_utils.minisd.train verify --category nmem        # non-memorized prompts: novelty, alignment
-    python -m sharp_utils.minisd.train calibrate --model minisd      # SAIL / Wen grids of mitigation_run.SETTINGS
+    python -m sharp_utils.minisd.train calibrate --model minisd      # SAIL / Wen grids of the registry spec
     python -m sharp_utils.minisd.train evaluators --out checkpoints/minisd_eval        # copy / alignment scorers
 
 ``prepare --design v2`` (default) writes the v2 data: App. C's unconditional pool and EM captions as dominant modes
@@ -353,18 +353,18 @@ def evaluators(args) -> None:
 
 
 def calibrate(args) -> None:
-    """Print a MiniSD model's SAIL ℓ_thres and Wen ℓ_target grids (mitigation_run.SETTINGS[model]) from the dev
+    """Print a MiniSD model's SAIL ℓ_thres and Wen ℓ_target grids (registry.mitigation_grids(model)) from the dev
     split."""
-    from . import experiments as X
+    from .. import calibration, registry
 
-    model = X.load_model(args.model)
-    recs = X.prompt_records(args.model, "dev")
+    model = registry.load_model(args.model)
+    recs = registry.prompt_records(args.model, "dev")
     nm = [r["caption"] for r in recs if r["category"] == "nmem"]
     mem = [r["caption"] for r in recs if r["category"] != "nmem"]
-    sail = X.calibrate_sail_grid(model, nm, alpha=0.05, loss="official")
-    wen = X.calibrate_wen_grid(model, nm)
-    med = {"sail": float(X.sail_initial_losses(model, mem, alpha=0.05, loss="official").median()),
-           "wen": float(X.wen_initial_metric(model, mem).median())}
+    sail = calibration.calibrate_sail_grid(model, nm, alpha=0.05, loss="official")
+    wen = calibration.calibrate_wen_grid(model, nm)
+    med = {"sail": float(calibration.sail_initial_losses(model, mem, alpha=0.05, loss="official").median()),
+           "wen": float(calibration.wen_initial_metric(model, mem).median())}
     print(json.dumps({"sail": sail, "wen": wen, "memorized_dev_medians": {k: round(v, 3) for k, v in med.items()}}))
 
 
@@ -380,14 +380,15 @@ def _rate(ok: list[bool], key: str = "copy_rate") -> dict:
 
 def _prompt_setup(args, category: str = "em"):
     """(pipeline model, copy scorer, alignment scorer, all records of one category in dev + eval) for ``verify``."""
-    from . import experiments as X
+    from .. import registry
     from .evaluators import load_evaluators
     from ..pipeline import load_pipeline
 
     torch.set_num_threads(args.threads)
     model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
     copy_scorer, align_scorer = load_evaluators()
-    recs = [r for split in ("dev", "eval") for r in X.prompt_records("minisd", split) if r["category"] == category]
+    recs = [r for split in ("dev", "eval") for r in registry.prompt_records("minisd", split)
+            if r["category"] == category]
     return model, copy_scorer, align_scorer, recs
 
 
@@ -396,7 +397,7 @@ def verify(args) -> None:
     scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
     Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels.
     ``--category nmem``: the non-memorized prompts instead, their novelty and alignment (``verify_nmem``)."""
-    from . import experiments as X
+    from . import experiments, training_set
     from .evaluators import sibling_captions
 
     if args.category == "nmem":
@@ -404,10 +405,11 @@ def verify(args) -> None:
     model, copy_scorer, align_scorer, recs = _prompt_setup(args)
     # EM captions that share colour and digit with another EM caption differ from it in their two-word name only
     sibling = dict(zip([r["caption"] for r in recs], sibling_captions([r["caption"] for r in recs])))
-    own = torch.from_numpy(X.training_images()[[r["train_ids"][0] for r in recs for _ in range(args.n)]]).float() / 255
+    own_ids = [r["train_ids"][0] for r in recs for _ in range(args.n)]
+    own = torch.from_numpy(training_set.training_images()[own_ids]).float() / 255
     clean = lambda x: round(float(((x < 0.02) | (x > 0.98)).float().mean()), 4)  # noqa: E731  share of pixels at 0 or 1
     for w in args.guidance:
-        rows, gen = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
+        rows, gen = experiments.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
                                           guidance_scale=w, num_steps=args.steps)
         pixels = {"pixel_mse_to_own_median": round(float(((gen.float() - own) ** 2).mean((1, 2, 3)).median()), 5),
                   "clean_pixel_share": clean(gen.float()), "clean_pixel_share_training_images": clean(own)}
@@ -436,12 +438,12 @@ def verify_nmem(args) -> None:
     """Non-memorized prompts (dev + eval) × n generations per guidance scale: the share above the copy threshold
     against the nearest training image (novelty) and above the alignment threshold, for paraphrases and training
     captions apart."""
-    from . import experiments as X
+    from . import experiments
 
     model, copy_scorer, align_scorer, recs = _prompt_setup(args, "nmem")
     kind = {r["caption"]: r["kind"] for r in recs}
     for w in args.guidance:
-        rows, _ = X.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
+        rows, _ = experiments.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
                                         guidance_scale=w, num_steps=args.steps)
         aligned = lambda k=None: _rate([r["alignment"] > align_scorer.threshold for r in rows  # noqa: E731
                                         if k is None or kind[r["caption"]] == k], "rate")
@@ -497,7 +499,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
     e.set_defaults(func=evaluators)
-    cal = sub.add_parser("calibrate", help="print the SAIL / Wen grids of mitigation_run.SETTINGS[MODEL]")
+    cal = sub.add_parser("calibrate", help="print the SAIL / Wen grids of registry.mitigation_grids(MODEL)")
     cal.add_argument("--model", default="minisd", help="minisd (v2) or minisd-coupled")
     cal.set_defaults(func=calibrate)
     v = sub.add_parser("verify", help="EM copy rate of a checkpoint over all EM prompts, per guidance scale "

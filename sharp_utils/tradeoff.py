@@ -23,27 +23,19 @@ from .mitigation import (SAIL_DEFAULTS, generate, random_number_addition, random
 from .pipeline import PipelineScoreModel
 from .sampling import prompt_seed
 from .results import ResultWriter
-from .scoring import AlignmentScorer, CopyScorer, ScorerError, copy_scores, load_image, save_image
+from .image_scorers import AlignmentScorer, CopyScorer, ScorerError, copy_scores, load_image, save_image
 
 MITIGATION_METHODS = ("none", "sail", "sail-official", "redraw", "rta", "rna", "wen", "ren")
 MITIGATION_COLUMNS = ("prompt_index", "prompt", "method", "setting", "generation", "seed", "used_prompt", "copy_score",
                       "alignment", "prior_ratio", "opt_steps", "seconds", "image", "model", "copy_scorer",
                       "alignment_scorer")
-# App. D.2's five settings per method and SD version.  SAIL's ℓ_thres grids are on the official loss's scale.
+# App. D.2's five settings per method and SD version.  SAIL's ℓ_thres grids are on the official loss's scale.  The
+# stand-ins' calibrated grids live in their registry specs (``registry.mitigation_grids``).
 SETTINGS = {
     "sd1": {"sail": SAIL_DEFAULTS["sd1"]["thresholds"], "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
             "wen": (1, 2, 3, 4, 5), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
     "sd2": {"sail": SAIL_DEFAULTS["sd2"]["thresholds"], "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
             "wen": (1, 1.25, 1.5, 1.75, 2), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
-    # MiniSD (d = 256): SAIL (official loss, α = 0.05) and Wen's ℓ_target calibrated on the *dev* split as the 10/25/50/
-    # 75/90 % quantiles of the initial objective over non-memorized prompts (minisd.experiments.calibrate_sail_grid,
-    # calibrate_wen_grid; printed by `python -m sharp_utils.minisd.train calibrate --model NAME`).
-    # Memorized dev prompts' Wen medians for comparison: 1.018 (first MiniSD), 0.958 (v2). SAIL's grids were
-    # recalibrated when its first round began starting from the generation seeds (2026-12-05).
-    "minisd": {"sail": (1.325, 1.443, 1.606, 1.792, 1.978), "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
-               "wen": (0.486, 0.582, 0.711, 0.896, 1.071), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
-    "minisd-coupled": {"sail": (1.336, 1.428, 1.568, 1.771, 1.948), "rta": (1, 2, 4, 6, 8), "rna": (1, 2, 4, 6, 8),
-                       "wen": (0.512, 0.582, 0.707, 0.884, 1.07), "ren": (1.1, 1.2, 1.25, 1.3, 1.5), "none": (0,)},
 }
 
 
@@ -56,14 +48,16 @@ def sd_version(model: PipelineScoreModel) -> str:
     return "sd2" if model.prediction_type == "v_prediction" else "sd1"
 
 
-def default_settings(method: str, version: str, sail_loss: str = "official") -> tuple[float, ...]:
-    """App. D.2's grid for ``method``; SAIL's paper loss has none (its scale is α‖x_T‖² ≈ α·d)."""
+def default_settings(method: str, grids: dict[str, tuple[float, ...]], sail_loss: str = "official"
+                     ) -> tuple[float, ...]:
+    """``method``'s grid among a model's ``grids`` (App. D.2's ``SETTINGS[version]``, or a stand-in's calibrated
+    ones); SAIL's paper loss has none (its scale is α‖x_T‖² ≈ α·d)."""
     if method not in MITIGATION_METHODS:
         raise MitigationSetupError(f"method {method!r} is unknown: choose from {','.join(MITIGATION_METHODS)}")
     if method in ("sail", "redraw") and sail_loss == "paper":
         raise MitigationSetupError("SAIL's paper loss has no published ℓ_thres grid (the paper's grids are on the "
                                    "official loss's scale): give --setting, or use --sail-loss official")
-    return SETTINGS[version]["sail" if method in ("sail-official", "redraw") else method]
+    return grids["sail" if method in ("sail-official", "redraw") else method]
 
 
 def fmt_setting(v: float) -> str:

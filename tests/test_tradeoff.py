@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharp_utils import cli, mitigation_run as R, scoring as S
+from sharp_utils import cli, tradeoff as R, image_scorers as S
 from sharp_utils.pipeline import load_pipeline
 from sharp_utils.tiny_sd import save_tiny_clip, save_tiny_pipeline
 
