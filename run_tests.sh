@@ -16,7 +16,7 @@ export OMP_NUM_THREADS="$SHARP_THREADS" OPENBLAS_NUM_THREADS="$SHARP_THREADS" MK
 # tests/test_cpu_capability_guard.py, so a digit-fragile check fails here and not on the next machine
 NOTEBOOKS=(notebooks/03_sd_eigen_spectra.ipynb notebooks/02_mnist_9_vs_3.ipynb notebooks/05_detection_table1.ipynb
            notebooks/04_trace_alignment.ipynb notebooks/07_regime_ablation.ipynb tests/test_cpu_capability_guard.py
-           notebooks/01_toy_2d_mixture.ipynb)
+           notebooks/08_snr_sweep.ipynb notebooks/01_toy_2d_mixture.ipynb)
 # lint first (seconds): pyflakes and pycodestyle rules, 120 columns, notebooks and course masters included
 ruff check . || { echo "ruff: fix the lines above (rules in pyproject.toml [tool.ruff])" >&2; exit 1; }
 python -m pytest "${NOTEBOOKS[@]}" tests --nbval-lax --nbval-kernel-name sharp -p no:cacheprovider \

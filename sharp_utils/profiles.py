@@ -80,6 +80,16 @@ PROFILES["07_regime_ablation"] = {
 }
 
 
+# the first step's signal-to-noise swept on MiniSD v2's exact density (snr_sweep.KS): Figure 3 / 5 on the eval split at
+# notebook 03's shared x_T; Table 1 at step 1 on the eval split x det_n; exact guided sampling of every EM prompt
+# (dev + eval) x em_n and n_uncond unconditional samples; default rows kept in results/08_snr_sweep/
+PROFILES["08_snr_sweep"] = {
+    "smoke": dict(per_category=3, det_n=2, em_prompts=3, em_n=1, n_uncond=10, num_steps=10, ks=(1.0, 4.0)),
+    "default": dict(per_category=None, det_n=4, em_prompts=None, em_n=2, n_uncond=300, num_steps=50, ks=None),
+    "paper": dict(per_category=None, det_n=4, em_prompts=None, em_n=4, n_uncond=1000, num_steps=50, ks=None),
+}
+
+
 def profile_config(notebook: str, profile: str) -> dict:
     """The sizes of ``notebook`` (its file stem, or 'stem:variable' for a second table) under ``profile``."""
     if profile not in PROFILE_NAMES:

@@ -26,6 +26,9 @@ def test_every_heavy_notebook_result_is_known_to_verify():
         "07_regime_ablation/exact__appc_pool__dominant_EM/regime.csv",
         "07_regime_ablation/learned__v2__minisd/detect.csv",
         "07_regime_ablation/exact__appc_pool__dominant_EM/results.csv",
+        "08_snr_sweep/spectra.csv",
+        "08_snr_sweep/detect.csv",
+        "08_snr_sweep/copies.csv",
     } <= names
     for p in TABLES:  # a manifest in the notebook's folder; notebook 07's per-model folders name their model
         folder = paths.RESULTS / p.relative_to(paths.RESULTS).parts[0]
@@ -61,3 +64,20 @@ def test_a_tampered_table_fails_naming_table_row_and_values(tmp_path, capsys):
         cli.main(["verify", "--rows", "x"])
     assert cli.main(["verify", str(tmp_path / "missing.csv")]) == 2
     assert "no such results table" in capsys.readouterr().err
+
+
+def test_a_tampered_snr_sweep_row_is_named(tmp_path):
+    """Notebook 08's spectra table: a changed statistic is caught with its row, column and both values."""
+    src = paths.RESULTS / "08_snr_sweep" / "spectra.csv"
+    dst = tmp_path / "08_snr_sweep" / "spectra.csv"
+    dst.parent.mkdir()
+    with src.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows = rows[:3]
+    rows[1]["gap"] = str(float(rows[1]["gap"]) * 1.01)
+    with dst.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    n, bad = verify.verify_snr(dst, [0, 1])
+    assert n == 2 and len(bad) == 1 and "gap" in bad[0].row and bad[0].committed == rows[1]["gap"]
