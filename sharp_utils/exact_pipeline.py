@@ -11,15 +11,13 @@ from torch import Tensor
 
 from .exact import ExactDensityModel
 from .metrics import STEP_METRICS
-from .sampling import per_sample_noise, prompt_seed
+from .sampling import per_sample_noise, prompt_seed, sample_ddim
 from .scores import ScoreModel
 
 
 def exact_sample(model: ExactDensityModel, prompts: list[str], latent_shape: tuple[int, ...], n: int = 1, seed: int = 0,
                  num_steps: int = 50, guidance_scale: float = 7.5, steps_offset: int = 1) -> Tensor:
     """Guided DDIM samples of the exact model (float64, (P·n, *latent_shape)) from the seeds of ``detect``."""
-    from .sampling import sample_ddim
-
     items = [(p, g) for p in prompts for g in range(n)]
     x_T = per_sample_noise([prompt_seed(seed, p, g) for p, g in items], latent_shape).double()  # a network's x_T
     cond = [None if p == "" else p for p, _ in items]

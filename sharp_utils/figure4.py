@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import gaussian
-from .hessian import hvp_jvp
+from . import gaussian, path_spectra
+from .hessian import dense_jacobian, hvp_jvp
+from .plotting import identity_line
+from .sampling import ddim_timesteps, prompt_seed
+from .toy import MNIST_LABELS
+from .toy_figures import trajectory
 from .trace import exact_sharpness, trace_estimate
 
 TRACE_KEYS = ("trH", "s2", "trH3", "hs2", "hut", "hut_se")  # a point's stored values, in order
@@ -111,10 +115,6 @@ def mnist_points(model, per_class: int, n_t: int, num_steps: int, store, seed: i
     """Figure 4 on MNIST: at n_t timesteps of guided '9' and '3' trajectories (guidance 5), per sample the exact
     −tr H and −tr H³ (dense 784×784 conditional Jacobian), ‖s‖², ‖Hs‖² and a 64-probe Hutchinson estimate of −tr H.
     Points come from ``store`` (an ArrayStore; missing ones computed and kept with their x_t)."""
-    from .hessian import dense_jacobian
-    from .toy import MNIST_LABELS
-    from .toy_figures import trajectory
-
     points = []
     for digit in ("9", "3"):
         ts, xs, _ = trajectory(model, range(seed, seed + per_class), (1, 28, 28), MNIST_LABELS[digit], 5.0, num_steps)
@@ -138,9 +138,6 @@ def minisd_points(model, records: list[dict], steps, store, seed: int = 0) -> li
     """Figure 4 on MiniSD: at step indices ``steps`` of each prompt's guided 50-step path (x_T from its first
     generation seed), the exact −tr H, ‖s‖², −tr H³ and ‖Hs‖² of the conditional score (dense 256×256 Jacobian).
     Points come from ``store``; a prompt's path is sampled only when one of its points is missing."""
-    from . import path_spectra
-    from .sampling import ddim_timesteps, prompt_seed
-
     ts = ddim_timesteps(model.num_train_timesteps, 50, model.steps_offset)  # t of each step index
     points = []
     for r in records:
@@ -170,8 +167,6 @@ def plot_trace_alignment(axes, points: list[dict], group: str, markers: dict, n_
     marked by its group (``markers``: group value → marker), with the y = x line; a point whose trace is ≤ 0 (a
     learned Jacobian is not symmetric) cannot sit on a log axis and is left out."""
     import matplotlib.pyplot as plt
-
-    from .plotting import identity_line
 
     norm = plt.Normalize(1, n_steps)
     for ax, (xk, yk, xl, yl) in zip(axes, PANELS):

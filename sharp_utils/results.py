@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from .metrics import detection_report
+from .paths import REPO_ROOT, RESULTS
 
 DETECT_COLUMNS = ("prompt_index", "prompt", "method", "steps", "n", "score", "seed", "seconds", "model", "dtype",
                   "guidance_scale", "num_inference_steps")
@@ -195,8 +196,6 @@ def results_dir(notebook: str, profile: str, out_dir: str = "") -> Path:
     a fresh temporary folder for the other profiles."""
     import tempfile
 
-    from .paths import RESULTS
-
     if out_dir:
         return Path(out_dir)
     if profile == "default":
@@ -213,8 +212,6 @@ def write_manifest(folder: str | Path, section: str | None = None, **settings) -
     import subprocess
 
     import torch
-
-    from .paths import REPO_ROOT
 
     def git(*args: str) -> str:
         try:

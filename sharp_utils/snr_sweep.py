@@ -15,11 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .detection import DetectOptions, detect
+from .evidence import auc_diff, rate
 from .exact import ExactDensityModel
 from .exact_pipeline import ExactPipeline, exact_sample
+from .minisd.figure3 import COLORS
 from .prompts import MEMORIZED
 from .results import DETECT_COLUMNS, ResultWriter
 from .sampling import ddim_timesteps, per_sample_noise, prompt_seed
+from .stats import auc
 
 # The sweep (fixed before any result was computed): k such that ᾱ_T k² λ_max runs from about 0.1 to 30 on MiniSD v2.
 KS = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 9.0, 13.5)
@@ -76,8 +80,6 @@ def spectra_rows(exact: ExactDensityModel, records: list[dict], x: torch.Tensor,
 def detection_rows(exact: ExactDensityModel, prompts: list[str], n: int, seed: int, num_steps: int,
                    latent_shape: tuple[int, ...], steps_offset: int = 1) -> list[dict]:
     """Table 1's step-1 scores (Wen's ‖ε^Δ‖, ours ‖H^Δ s^Δ‖² by FD) of the exact density, the networks' x_T."""
-    from .detection import DetectOptions, detect
-
     pipe = ExactPipeline(exact, latent_shape=latent_shape, steps_offset=steps_offset)
     return list(detect(pipe, prompts, ("wen", "ours-fd"), (1,), (n,), seed, batch_size=256,
                        opts=DetectOptions(num_inference_steps=num_steps), log=lambda s: None))
@@ -159,10 +161,6 @@ def run(exact: ExactDensityModel, records: list[dict], em_records: list[dict], e
             for name in tables}
 
 
-def memorized(records: list[dict]) -> dict[str, bool]:
-    return {r["caption"]: r["category"] in MEMORIZED for r in records}
-
-
 # ---------------------------------------------------------------- reading the sweep
 
 
@@ -196,9 +194,6 @@ def summary(tables: dict[str, list[dict]], records: list[dict], snr: dict[float,
     paired difference with its interval, the copy rates with their Wilson intervals."""
     import pandas as pd
 
-    from .evidence import auc_diff, rate
-    from .stats import auc
-
     out = []
     for k in sorted(snr):
         row = {"k": k, "ᾱk²λmax": snr[k]}
@@ -221,8 +216,6 @@ def plot(axes, table, marks: dict[str, float], sd_band: tuple[float, float], mem
     """Five panels against ᾱ_T k² λ_max: Figure 3's non-negative count per category, Figure 5's gap of memorized
     minus non-memorized prompts, Table 1's AUCs, their paired difference with its interval, and the copy rates;
     MiniSD (k = 1), the test point and SD's estimated band marked."""
-    from .minisd.figure3 import COLORS
-
     x = table["ᾱk²λmax"].to_numpy()
     a, b, c, d, e = axes
     for cat in (*memorized, "nmem"):

@@ -9,10 +9,23 @@ from torch import Tensor
 
 from . import paths
 from .checkpoints import CheckpointError, load_state, manifest_sha256, read_manifest
+from .gaussian import GaussianMixture
+from .hessian import dense_jacobian, jacobian_batched, jacobian_operator
 from .sampling import per_sample_noise, sample_ddim
+from .spectrum import top_eigenvalues
 from .stats import rate_ci
-from .toy import (MNIST_LABELS, ClassUNet, TimeMLP, TorchScoreModel, ddpm_alphas_cumprod, mnist_9_vs_3,
-                  shift_threes, toy_mixture_data, train_score_model)
+from .toy import (
+    MNIST_LABELS,
+    TOY_MIXTURE,
+    ClassUNet,
+    TimeMLP,
+    TorchScoreModel,
+    ddpm_alphas_cumprod,
+    mnist_9_vs_3,
+    shift_threes,
+    toy_mixture_data,
+    train_score_model,
+)
 
 TOY2D_DIR = paths.CHECKPOINTS / "toy2d"
 # MNIST 9-vs-3 designs (toy.mnist_9_vs_3): "coupled" = the unconditional branch learns the labelled set; "appc" =
@@ -211,8 +224,6 @@ def memorization_summary(
 def learned_eigenvalues(model: TorchScoreModel, ts: list[int], xs: Tensor) -> Tensor:
     """Real parts of the eigenvalues of the learned 2×2 score Jacobian H_θ(x_t) at every state of a trajectory,
     ascending: (steps, samples, 2), float64 (Figure 1 of Jeon et al. 2025; a learned Jacobian is not symmetric)."""
-    from .hessian import jacobian_batched
-
     eig = torch.empty(len(ts), xs.shape[1], 2, dtype=torch.float64)
     for i, (t, xt) in enumerate(zip(ts, xs)):
         J = jacobian_batched(model.score_fn(t), xt, mode="reverse")
@@ -223,9 +234,6 @@ def learned_eigenvalues(model: TorchScoreModel, ts: list[int], xs: Tensor) -> Te
 def exact_lambda_min(model: TorchScoreModel, ts: list[int], xs: Tensor, **overrides) -> Tensor:
     """λ_min of the exact Hessian of the diffused training mixture p_t = Σ_k w_k N(√ᾱ_t μ_k, (ᾱ_t σ_k² + 1 − ᾱ_t) I)
     at the same states: (steps, samples) — the ideal model of Figure 1's data (``overrides`` change TOY_MIXTURE)."""
-    from .gaussian import GaussianMixture
-    from .toy import TOY_MIXTURE
-
     p = {**TOY_MIXTURE, **overrides}
     w = torch.tensor([p["mem_fraction"], 1 - p["mem_fraction"]], dtype=torch.float64)
     mu = torch.tensor([p["mean_mem"], p["mean_gen"]], dtype=torch.float64)
@@ -280,8 +288,6 @@ def mnist_spectra(model: TorchScoreModel, groups: dict, steps: dict, ts: list[in
     Spectra come from ``store`` (a :class:`sharp_utils.results.ArrayStore`; missing ones computed and kept with
     their input x_t for ``sharp verify``)."""
     import numpy as np
-
-    from .hessian import dense_jacobian
 
     def eig_of(J):
         return np.linalg.eigvals(J.double().numpy()).real
@@ -338,9 +344,6 @@ def ritz_means(model: TorchScoreModel, states: Tensor, label: int, t: int, m: in
     conditional score Jacobian at timestep t."""
     import numpy as np
 
-    from .hessian import jacobian_operator
-    from .spectrum import top_eigenvalues
-
     out = []
     for x in states:
         mv, _, dim = jacobian_operator(model.score_fn(t, label), x)
@@ -354,9 +357,6 @@ def eigensolver_errors(model: TorchScoreModel, x: Tensor, t: int, label: int, kr
     and by Lanczos (against those of the symmetric part) at each Krylov dimension in ``krylov``, and ARPACK's error
     and product count when run to convergence; also ‖J − Jᵀ‖/‖J‖."""
     import numpy as np
-
-    from .hessian import dense_jacobian, jacobian_operator
-    from .spectrum import top_eigenvalues
 
     f = model.score_fn(t, label)
     J = dense_jacobian(f, x, chunk=112).double().numpy()

@@ -18,12 +18,21 @@ from typing import Callable, Iterator
 
 import torch
 
-from .mitigation import (SAIL_DEFAULTS, generate, random_number_addition, random_token_addition, sail,
-                         summary_token_mask, wen_embedding_optimization, word_vocabulary)
-from .pipeline import PipelineScoreModel
-from .sampling import prompt_seed
-from .results import ResultWriter
 from .image_scorers import AlignmentScorer, CopyScorer, ScorerError, copy_scores, load_image, save_image
+from .mitigation import (
+    SAIL_DEFAULTS,
+    generate,
+    random_number_addition,
+    random_token_addition,
+    sail,
+    summary_token_mask,
+    wen_embedding_optimization,
+    word_vocabulary,
+)
+from .pipeline import PipelineScoreModel
+from .results import ResultWriter
+from .sampling import prompt_seed
+from .stats import bootstrap_ci
 
 MITIGATION_METHODS = ("none", "sail", "sail-official", "redraw", "rta", "rna", "wen", "ren")
 MITIGATION_COLUMNS = ("prompt_index", "prompt", "method", "setting", "generation", "seed", "used_prompt", "copy_score",
@@ -267,8 +276,6 @@ def tradeoff_intervals(rows: list[dict]) -> dict[str, list[dict]]:
     generations), each with a bootstrap 95 % interval over prompts — Figure 6's points with their error bars."""
     import numpy as np
 
-    from .stats import bootstrap_ci
-
     out: dict = defaultdict(list)
     for m, s in sorted({(r["method"], float(r["setting"])) for r in rows}):
         pt = {"setting": s}
@@ -422,8 +429,6 @@ def paired_lead(rows: list[dict], a: tuple[str, float], b: tuple[str, float], co
     of per-prompt mean differences, with a bootstrap interval paired over the prompts both ran; (value, ci, n
     prompts)."""
     import numpy as np
-
-    from .stats import bootstrap_ci
 
     ma, mb = per_prompt_means(rows, *a, column), per_prompt_means(rows, *b, column)
     idx = sorted(set(ma) & set(mb))

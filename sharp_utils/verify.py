@@ -12,7 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import paths
+from . import path_spectra, paths, registry, snr_sweep, toy_figures
+from .detection import DetectOptions, detect
+from .hessian import dense_jacobian
+from .image_scorers import load_image
+from .minisd import experiments, training_set
+from .minisd.evaluators import load_evaluators
+from .mitigation import generate
+from .results import ArrayStore
+from .sampling import per_sample_noise, prompt_seed, sample_ddim
+from .toy import mnist_9_vs_3
+from .trace import exact_sharpness
+from .tradeoff import mitigate_prompt
 
 # per table kind: (relative, absolute) tolerance of a recomputed value against the committed one
 TOLERANCE = {
@@ -96,9 +107,6 @@ def _manifest(path: Path) -> dict:
 def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> tuple[int, list[Mismatch]]:
     """Recompute picked detection rows with ``detect``; a row of an exact density (``exact-*.csv``, its model
     column an "exact:…" registry name) runs on that density's :class:`ExactPipeline`."""
-    from . import registry
-    from .detection import DetectOptions, detect
-
     rows = _read_csv(path)
     man = _settings(path)
     models: dict = {}
@@ -119,9 +127,6 @@ def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> t
 
 
 def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
-    from . import registry, toy_figures
-    from .toy import mnist_9_vs_3
-
     rows = _read_csv(path)
     settings = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     design = Path(settings["checkpoint"]).name.removeprefix("mnist_9v3_")
@@ -140,17 +145,12 @@ def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatc
 
 def _minisd(meta: dict):
     """MiniSD v2's pipeline and, for a conditional array, the caption's text embedding."""
-    from . import registry
-
     pipe = registry.load_model(meta.get("model", "minisd"))
     return pipe, (pipe.encode([meta["caption"]]) if meta.get("conditional", True) else None)
 
 
 def _mnist_jacobian(meta: dict, x):
     """The MNIST App. C checkpoint's conditional score at (t, label) and its dense Jacobian at x."""
-    from . import registry
-    from .hessian import dense_jacobian
-
     f = registry.load_model("mnist-appc").score_fn(meta["t"], meta["label"])
     return f, dense_jacobian(f, x, chunk=112)
 
@@ -160,7 +160,6 @@ def _recompute_spectrum(folder: str, meta: dict, x: np.ndarray) -> np.ndarray:
 
     if folder.startswith("02_"):
         return np.linalg.eigvals(_mnist_jacobian(meta, torch.from_numpy(x))[1].double().numpy()).real
-    from . import path_spectra
 
     pipe, cond = _minisd(meta)
     return path_spectra.spectrum(pipe, torch.from_numpy(x).to(pipe.dtype), meta["t"], cond, k=meta["k"],
@@ -170,14 +169,10 @@ def _recompute_spectrum(folder: str, meta: dict, x: np.ndarray) -> np.ndarray:
 def _recompute_point(folder: str, meta: dict, x: np.ndarray) -> list[float]:
     import torch
 
-    from .trace import exact_sharpness
-
     x = torch.from_numpy(x)
     if meta["model"] == "mnist":
         f, J = _mnist_jacobian(meta, x)
     else:
-        from . import path_spectra
-
         pipe, cond = _minisd(meta)
         f, J = pipe.score_fn(meta["t"], cond), path_spectra.score_jacobian(pipe, x.to(pipe.dtype), meta["t"], cond)
     return list(exact_sharpness(J, f(x[None].to(J.dtype))).values())
@@ -201,16 +196,12 @@ def _compare_points(got, ref) -> str | None:
 
 def _stored_keys(path: Path) -> list[str]:
     """The keys of an array store whose inputs and metadata were recorded (what can be recomputed)."""
-    from .results import ArrayStore
-
     store = ArrayStore(path)
     return [k for k in store.keys() if store.meta.get(k) and store.input(k, "x") is not None]
 
 
 def _verify_store(path: Path, picks: list[int], recompute, compare, describe) -> tuple[int, list[Mismatch]]:
     """Recompute the picked arrays of an :class:`~sharp_utils.results.ArrayStore` from their recorded inputs."""
-    from .results import ArrayStore
-
     store, keys = ArrayStore(path), _stored_keys(path)
     if not keys:
         return 0, [Mismatch(str(path), "-", "no array with its inputs", "rerun the notebook to record them")]
@@ -235,10 +226,6 @@ def verify_points(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
 
 
 def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
-    from . import registry
-    from .tradeoff import mitigate_prompt
-    from .image_scorers import load_image
-
     rows = _read_csv(path)
     man = _settings(path)
     pipe = registry.load_model(man.get("model", "minisd"))
@@ -267,11 +254,6 @@ def verify_mitigation(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]
 def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     """Regenerate picked MiniSD samples of the regime table from their seeds and re-score their copy scores."""
     import torch
-
-    from . import registry
-    from .minisd import experiments, training_set
-    from .minisd.evaluators import load_evaluators
-    from .mitigation import generate
 
     rows = _read_csv(path)
     pipe = registry.load_model(_settings(path).get("model", "minisd"))
@@ -305,9 +287,6 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
 def verify_snr(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     """Recompute picked rows of notebook 08's sweep on MiniSD v2's exact density with latents k·z: a prompt's
     first-step spectrum statistics, its step-1 detection score, or one guided DDIM sample's nearest training latent."""
-    from . import registry, snr_sweep
-    from .sampling import per_sample_noise, prompt_seed, sample_ddim
-
     rows, man = _read_csv(path), _manifest(path)
     pipe = registry.load_model("minisd")
     base = registry.exact_density("minisd", pipe)

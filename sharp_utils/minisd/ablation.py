@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import calibration, registry, toy_figures
+from ..exact_pipeline import ExactPipeline
 from ..results import ResultWriter, results_dir
+from ..toy import MNIST_LABELS, mnist_9_vs_3, mnist_exact
 from . import experiments, training_set
-from .. import calibration, registry
 
 # the table's columns: unconditional / EM copy rates, detection AUCs, Figure 3's first-step separation, SAIL's drop
 COLUMNS = ("uncond_copy", "em_copy", "wen@1", "ours@1", "wen@{T}", "fig3_separation", "sail_drop")
@@ -22,8 +24,6 @@ def models(device: str = "cpu", dev_nmem: list[str] | None = None) -> dict[str, 
     """{row name: (model, SAIL's ℓ_thres)} for the learned MiniSDs (their shipped middle setting) and the four exact
     densities (the middle of the same calibration, computed on each: the 50 % point over non-memorized dev prompts,
     official loss)."""
-    from ..exact_pipeline import ExactPipeline
-
     pipes = {name: registry.load_model(name, device=device) for name in ("minisd-coupled", "minisd")}
     out = {f"learned, {registry.design(n)} ({n})": (pipes[n], registry.mitigation_grids(n)["sail"][2])
            for n in ("minisd-coupled", "minisd")}
@@ -80,10 +80,6 @@ def mnist_copies(out: Path, n_uncond: int, n_nine: int, num_steps: int, seed: in
     """{model: {group: (copies, n)}}: unconditional samples (guidance 1) and guided '9' samples (guidance 5), seeds
     50,000 on, copying the memorized nine (within App. C's threshold) for both MNIST checkpoints and the exact
     densities of both pools. Distances are appended to ``out/mnist_copies.csv``, only missing ones computed."""
-    from .. import toy_figures
-    from ..toy import mnist_exact
-    from ..toy import MNIST_LABELS, mnist_9_vs_3
-
     data = mnist_9_vs_3(seed)
     mn = {"learned, coupled": registry.load_model("mnist-coupled"),
           "learned, App. C": registry.load_model("mnist-appc")}

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import paths
+from ..checkpoints import load_state, save_state
 from .data import COLOURS, DIGITS, FRAMES, _frame
 
 EVAL_CHECKPOINT = paths.CHECKPOINTS / "minisd_eval"
@@ -288,8 +289,6 @@ class MiniSDAlignmentScorer:
 
 def save_evaluators(copy_net: CopyNet, attr_net: AttributeNet, folder: str | Path = EVAL_CHECKPOINT,
                     recipe: dict | None = None, thresholds: dict | None = None) -> None:
-    from ..checkpoints import save_state
-
     cfg = dict(thresholds or {})
     save_state(Path(folder), "copy", copy_net.state_dict(), config={"threshold": cfg.get("copy")},
                recipe=(recipe or {}).get("copy"))
@@ -299,8 +298,6 @@ def save_evaluators(copy_net: CopyNet, attr_net: AttributeNet, folder: str | Pat
 
 def load_evaluators(folder: str | Path = EVAL_CHECKPOINT) -> tuple[MiniSDCopyScorer, MiniSDAlignmentScorer]:
     """The shipped (hash-checked) MiniSD copy and alignment scorers, thresholds included."""
-    from ..checkpoints import load_state
-
     sd, cfg = load_state(Path(folder), "copy")
     c = CopyNet()
     c.load_state_dict(sd)

@@ -14,11 +14,16 @@ from torch import Tensor
 
 from .. import registry
 from ..checkpoints import read_manifest
+from ..detection import DetectOptions, detect
+from ..image_scorers import load_image, save_image
 from ..mitigation import generate
-from ..pipeline import PipelineScoreModel
 from ..path_spectra import score_jacobian
+from ..pipeline import PipelineScoreModel
 from ..prompts import MEMORIZED
+from ..results import ResultWriter, evaluate_tables, read_results
 from ..sampling import ddim_timesteps, prompt_seed
+from ..tradeoff import fmt_setting, paired_lead, read_mitigation, run_mitigation
+from .evaluators import parse_caption, template_score
 from .training_set import em_image_ids, training_images
 
 
@@ -44,8 +49,6 @@ def verify_memorization(model: PipelineScoreModel, records: list[dict], copy_sco
                         guidance_scale: float | list[float] = 7.5, num_steps: int = 50) -> tuple[list[dict], Tensor]:
     """Generate n images per MiniSD record and score them: copy score against the record's own training images
     (max), against the nearest training image overall, PM template score, alignment.  Returns (rows, images)."""
-    from .evaluators import parse_caption, template_score
-
     images = training_images() if images is None else images
     train = torch.from_numpy(images).float() / 255.0
     E = copy_scorer.embed(train)
@@ -100,10 +103,6 @@ def regime_generations(model: PipelineScoreModel, copy_scorer, alignment_scorer,
     training images (``copy_own``) and to the nearest training image (``copy_nearest``); the caption's PM frame
     template score and the best over all five frames; alignment with the caption.  Images of ``keep_images`` groups
     are saved as PNGs."""
-    from ..results import ResultWriter
-    from ..image_scorers import save_image
-    from .evaluators import parse_caption, template_score
-
     out_dir = Path(out_dir)
     E = copy_scorer.embed(torch.from_numpy(training_images()).float() / 255.0)
     em_ids = em_image_ids()
@@ -178,8 +177,6 @@ def regime_figures(
     ``out_dir/regime.csv`` (:func:`regime_generations`; a temporary folder when None) and only missing ones computed."""
     import tempfile
 
-    from ..image_scorers import load_image
-
     tmp = None
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory()
@@ -228,10 +225,6 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
     rerun computes only missing rows; the unconditional samples go to ``uncond_dir`` (default ``out_dir``), which
     models sharing one unconditional density (the exact densities of one pool) can share.  ``model_name`` (what
     :func:`load_model` resolves) goes to ``model.json`` in each folder that has no manifest, for ``sharp verify``."""
-    from ..detection import DetectOptions, detect
-    from ..tradeoff import fmt_setting, paired_lead, read_mitigation, run_mitigation
-    from ..results import ResultWriter, evaluate_tables, read_results
-
     out_dir = Path(out_dir)
     sail_kw = dict(alpha=0.05, loss="official", max_steps=sail_max_steps)
     for d, info in (
@@ -312,8 +305,6 @@ def regime_row(model: PipelineScoreModel, copy_scorer, em_records: list[dict], d
 def reference_paths(records: list[dict], folder: str | Path, per_record: int = 8) -> list[list[Path]]:
     """PNG paths of each MiniSD record's training images (its first ``per_record`` ``train_ids``), written into
     ``folder`` once: the reference images the mitigation engine's copy scorer compares generations with."""
-    from ..image_scorers import save_image
-
     train, folder = training_images(), Path(folder)
     out = []
     for r in records:

@@ -8,11 +8,12 @@ import hashlib
 import numpy as np
 import torch
 
+from .. import path_spectra
 from ..claims import Ev
 from ..evidence import median_diff, rate
+from ..exact_pipeline import exact_sample
 from ..pipeline import PipelineScoreModel
 from . import experiments, training_set
-from .. import path_spectra
 
 COLORS = {"em": "tab:red", "pm": "tab:orange", "mem": "tab:red", "nmem": "tab:blue"}
 
@@ -215,8 +216,6 @@ def exact_generation_rates(exact, pipe: PipelineScoreModel, copy_scorer, records
     """The exact density's own generations (n per record, guidance 7.5) scored like the learned model's: per category
     the share copying one of the record's training images; and the share of ``n_uncond`` unconditional samples
     (guidance 1) copying an EM image."""
-    from ..exact_pipeline import exact_sample
-
     E = copy_scorer.embed(torch.from_numpy(training_set.training_images()).float() / 255.0)
     em_ids = training_set.em_image_ids()
     tc = copy_scorer.threshold

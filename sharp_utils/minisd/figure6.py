@@ -7,13 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import calibration, registry
 from ..claims import Ev
-from ..tradeoff import paired_lead, pareto_leads, read_mitigation, run_mitigation, sd_version
-from ..tradeoff import copy_rate, tradeoff_points  # noqa: F401  (the notebook's names)
+from ..exact_pipeline import ExactPipeline
 from ..pipeline import PipelineScoreModel
 from ..prompts import pick
+from ..tradeoff import (  # noqa: F401  (the notebook's names)
+    copy_rate,
+    paired_lead,
+    pareto_leads,
+    read_mitigation,
+    run_mitigation,
+    sd_version,
+    tradeoff_points,
+)
 from . import experiments
-from .. import calibration, registry
 
 ALPHA = 0.05  # SAIL's α (App. D.2, SD v1)
 
@@ -85,8 +93,6 @@ def exact_sail(pipe: PipelineScoreModel, model: str, p: Plan, settings: tuple[in
     """SAIL on the exact density of ``model``'s training set (its own unconditional pool), the same prompts, seeds
     and scorers; its ℓ_thres grid by the learned model's rule computed on the exact model. Rows are kept under
     ``out/exact-<pool>`` and only missing ones computed. Returns (pool, grid, rows)."""
-    from ..exact_pipeline import ExactPipeline
-
     pool = registry.own_exact_options(model)[0]
     ex = ExactPipeline(registry.exact_density(model, pipe, pool), pipe, name=f"exact:{model}:{pool}")
     grid = calibration.calibrate_sail_grid(ex, p.dev_nmem, alpha=ALPHA, loss="paper")

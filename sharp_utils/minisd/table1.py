@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import registry
 from ..detection import DetectOptions, detect
+from ..exact_pipeline import ExactPipeline
 from ..pipeline import PipelineScoreModel
 from ..results import ResultWriter, evaluate_tables, read_results, write_manifest
-from .. import registry
 
 
 def run_detection(pipe: PipelineScoreModel, prompts: list[str], runs, opts: DetectOptions, csv: Path,
@@ -67,9 +68,6 @@ def exact_detection(pipe: PipelineScoreModel, model: str, prompts: list[str], n:
     """Wen and ours (FD at steps 1, 5, 50; JVP at step 1) on the exact density of ``model``'s training set (its own
     unconditional pool) from the same per-generation x_T; rows kept in ``out/exact-<pool>.csv``, computed when any
     is missing. Returns (pool, rows of this n and seed)."""
-    from ..detection import DetectOptions, detect
-    from ..exact_pipeline import ExactPipeline
-
     pool = registry.own_exact_options(model)[0]
     runs = [(("wen", "ours-fd"), tuple(k for k in (1, 5, 50) if k <= num_steps)), (("ours-jvp",), (1,))]
     want = [{"prompt_index": i, "prompt": p, "method": m, "steps": k, "n": n, "seed": seed}

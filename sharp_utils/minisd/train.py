@@ -41,9 +41,13 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .. import calibration, registry
 from .. import minisd as M
-from ..checkpoints import save_state
-from ..pipeline import SD_SCHEDULER
+from ..checkpoints import read_manifest, save_state
+from ..pipeline import SD_SCHEDULER, load_pipeline
+from . import evaluators as E
+from . import experiments, training_set
+from .evaluators import load_evaluators, sibling_captions
 
 
 def prepare(args) -> None:
@@ -112,8 +116,6 @@ def example_weights(train_image, train_caption, captions: list[str] | None, em_w
                     sibling_weight: float = 1.0) -> torch.Tensor:
     """Sampling weight of each training example: EM examples em_weight × (as if duplicated em_weight × more), EM
     captions that share colour and digit with another EM caption sibling_weight × that again, the rest 1."""
-    from .evaluators import sibling_captions
-
     em = M.em_captions(train_image, train_caption, len(captions) if captions else int(train_caption.max()) + 1)
     cw = torch.where(em, em_weight, 1.0)
     if sibling_weight != 1.0:
@@ -262,7 +264,6 @@ def train(args) -> None:
     if args.resume and args.vae_from:
         raise SystemExit("give --resume (continue a checkpoint's UNet) or --vae-from (fresh UNet on its VAE), not both")
     if args.resume or args.vae_from:  # keep the checkpoint's VAE; --resume also continues its UNet
-        from ..checkpoints import read_manifest
 
         vae, unet0 = M.load_parts(args.resume or args.vae_from)
         recipe = read_manifest(args.resume or args.vae_from)["recipe"]
@@ -331,8 +332,6 @@ def train(args) -> None:
 
 
 def evaluators(args) -> None:
-    from . import evaluators as E
-
     torch.set_num_threads(args.threads)
     t0 = time.time()
     d = M.build_data(args.seed, design="coupled")  # the 5,000 images both designs share
@@ -355,8 +354,6 @@ def evaluators(args) -> None:
 def calibrate(args) -> None:
     """Print a MiniSD model's SAIL ℓ_thres and Wen ℓ_target grids (registry.mitigation_grids(model)) from the dev
     split."""
-    from .. import calibration, registry
-
     model = registry.load_model(args.model)
     recs = registry.prompt_records(args.model, "dev")
     nm = [r["caption"] for r in recs if r["category"] == "nmem"]
@@ -380,10 +377,6 @@ def _rate(ok: list[bool], key: str = "copy_rate") -> dict:
 
 def _prompt_setup(args, category: str = "em"):
     """(pipeline model, copy scorer, alignment scorer, all records of one category in dev + eval) for ``verify``."""
-    from .. import registry
-    from .evaluators import load_evaluators
-    from ..pipeline import load_pipeline
-
     torch.set_num_threads(args.threads)
     model = load_pipeline(M.pipeline_dir(args.checkpoint), device="cpu")
     copy_scorer, align_scorer = load_evaluators()
@@ -397,9 +390,6 @@ def verify(args) -> None:
     scorer with its validated threshold; the binomial standard error says how far two checkpoints must differ.
     Also the generations' median pixel MSE to their own image and their share of clean (≈ 0 or 1) pixels.
     ``--category nmem``: the non-memorized prompts instead, their novelty and alignment (``verify_nmem``)."""
-    from . import experiments, training_set
-    from .evaluators import sibling_captions
-
     if args.category == "nmem":
         return verify_nmem(args)
     model, copy_scorer, align_scorer, recs = _prompt_setup(args)
@@ -438,8 +428,6 @@ def verify_nmem(args) -> None:
     """Non-memorized prompts (dev + eval) × n generations per guidance scale: the share above the copy threshold
     against the nearest training image (novelty) and above the alignment threshold, for paraphrases and training
     captions apart."""
-    from . import experiments
-
     model, copy_scorer, align_scorer, recs = _prompt_setup(args, "nmem")
     kind = {r["caption"]: r["kind"] for r in recs}
     for w in args.guidance:

