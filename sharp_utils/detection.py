@@ -75,7 +75,8 @@ def trajectory_method(metric: str) -> Callable:
     return method
 
 
-wen, ours_jvp, ours_fd = (trajectory_method(m) for m in ("wen", "ours-jvp", "ours-fd"))
+TRAJECTORY_METHODS = {m: trajectory_method(m) for m in STEP_METRICS}
+wen, ours_jvp, ours_fd = (TRAJECTORY_METHODS[m] for m in ("wen", "ours-jvp", "ours-fd"))
 
 
 def layer_entropy(model: PipelineScoreModel, batch: Batch, steps, opts: DetectOptions) -> dict[int, Tensor]:
@@ -196,7 +197,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    **{m: Method(trajectory_method(m)) for m in STEP_METRICS},  # wen, ours-jvp, ours-fd
+    **{m: Method(f) for m, f in TRAJECTORY_METHODS.items()},  # wen, ours-jvp, ours-fd
     "tiled-l2": Method(final_images, "all", per_prompt=tiled_l2_score, min_n=2),
     "le": Method(layer_entropy, "first"),
     "ae": Method(average_entropy, "all"),

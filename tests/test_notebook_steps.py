@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from sharp_utils import evidence, profiles, sampling
 from sharp_utils.minisd import figure6
-from sharp_utils.tradeoff import paired_lead, plot_grid, tradeoff_intervals
+from sharp_utils.tradeoff import copy_rate, paired_lead, plot_grid, tradeoff_intervals
 
 
 def test_step_label_is_the_papers_t_convention():
@@ -89,7 +89,7 @@ def test_tradeoff_intervals_and_sails_best_setting(tmp_path):
     ev = figure6.lower_evidence(rows, 2)
     assert ev.value == pytest.approx(paired_lead(rows, ("sail", 2.0), ("none", 0))[0])
     assert ev.value == pytest.approx((0.0 + 0.7) / 2) and ev.n == "2 prompts × 2"
-    assert figure6.copy_rate(rows, "sail", 2.0, 0.5) == 0.5
+    assert copy_rate(rows, "sail", 2.0, 0.5) == 0.5
 
 
 def test_grid_shows_the_training_image_and_sails_most_changed_setting(tmp_path):

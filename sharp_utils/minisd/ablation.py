@@ -12,7 +12,7 @@ from .. import calibration, registry, toy_figures
 from ..exact_pipeline import ExactPipeline
 from ..results import ResultWriter, results_dir
 from ..toy import MNIST_LABELS, mnist_9_vs_3, mnist_exact
-from . import experiments, training_set
+from . import experiments
 
 # the table's columns: unconditional / EM copy rates, detection AUCs, Figure 3's first-step separation, SAIL's drop
 COLUMNS = ("uncond_copy", "em_copy", "wen@1", "ours@1", "wen@{T}", "fig3_separation", "sail_drop")
@@ -122,9 +122,5 @@ def changed_since(out: Path, start: float, pattern: str = "*.csv") -> int:
 def uncond_copy_rate(model, copy_scorer, n: int, seed: int = 0, num_steps: int = 50) -> tuple[int, int]:
     """(copies, n): of n unconditional samples (prompt "", guidance 1, generation g from ``prompt_seed(seed, "", g)``)
     how many copy an EM training image (copy score above the scorer's threshold)."""
-    import torch
-
-    em_ids = training_set.em_image_ids()
-    E = copy_scorer.embed(torch.from_numpy(training_set.training_images()[em_ids]).float() / 255.0)
-    G = copy_scorer.embed(experiments.generate_images(model, [""], n, seed, num_steps, guidance_scale=1.0))
-    return int(((G @ E.T).max(1).values > copy_scorer.threshold).sum()), n
+    images = experiments.generate_images(model, [""], n, seed, num_steps, guidance_scale=1.0)
+    return int(experiments.em_copies(copy_scorer, images).sum()), n

@@ -38,6 +38,14 @@ def generate_images(model: PipelineScoreModel, prompts: list[str], n: int, seed:
     return torch.cat(out)
 
 
+def em_copies(copy_scorer, images: Tensor) -> Tensor:
+    """Whether each image (B, 3, H, W) in [0, 1] copies a memorized (EM) training image: its copy score against the
+    nearest EM image is above the scorer's threshold (the regime's unconditional copy criterion)."""
+    em_ids = em_image_ids()
+    E = copy_scorer.embed(torch.from_numpy(training_images()[em_ids]).float() / 255.0)
+    return (copy_scorer.embed(images) @ E.T).max(1).values > copy_scorer.threshold
+
+
 def seeded_inputs(model: PipelineScoreModel, items: list[tuple[str, int]], seed: int = 0) -> tuple[Tensor, Tensor]:
     """(x_T, text embeddings) for (prompt, generation) pairs, x_T of each from ``prompt_seed(seed, prompt,
     generation)``."""

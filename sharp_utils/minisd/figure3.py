@@ -217,7 +217,6 @@ def exact_generation_rates(exact, pipe: PipelineScoreModel, copy_scorer, records
     the share copying one of the record's training images; and the share of ``n_uncond`` unconditional samples
     (guidance 1) copying an EM image."""
     E = copy_scorer.embed(torch.from_numpy(training_set.training_images()).float() / 255.0)
-    em_ids = training_set.em_image_ids()
     tc = copy_scorer.threshold
     lat = exact_sample(exact, [r["caption"] for r in records], pipe.latent_shape, n, seed, num_steps)
     G = copy_scorer.embed(pipe.decode(lat.float()))
@@ -225,8 +224,7 @@ def exact_generation_rates(exact, pipe: PipelineScoreModel, copy_scorer, records
                     for g in range(n)])
     cat = np.array([r["category"] for r in records for _ in range(n)])
     lat = exact_sample(exact, [""], pipe.latent_shape, n_uncond, seed, num_steps, guidance_scale=1.0)
-    U = copy_scorer.embed(pipe.decode(lat.float()))
-    unc = float(((U @ E[em_ids].T).max(1).values > tc).float().mean())
+    unc = float(experiments.em_copies(copy_scorer, pipe.decode(lat.float())).float().mean())
     return {c: float((own[cat == c] > tc).mean()) for c in categories}, unc
 
 

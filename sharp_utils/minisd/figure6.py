@@ -12,8 +12,7 @@ from ..claims import Ev
 from ..exact_pipeline import ExactPipeline
 from ..pipeline import PipelineScoreModel
 from ..prompts import pick
-from ..tradeoff import (  # noqa: F401  (the notebook's names)
-    copy_rate,
+from ..tradeoff import (
     paired_lead,
     pareto_leads,
     read_mitigation,
