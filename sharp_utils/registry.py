@@ -131,6 +131,11 @@ SPECS: dict[str, ModelSpec] = {
 }
 
 
+def _with_defaults(base: ModelSpec, given) -> tuple[str, ...]:
+    """Exact-density options: the ``given`` ones, then the model's own for the rest."""
+    return tuple(given) + tuple(o[0] for o in base.exact_options[len(given):])
+
+
 def _exact_usage() -> str:
     return "; ".join(f"exact:{n}" + "".join(f"[:<{'|'.join(o)}>" for o in s.exact_options) + "]" * len(s.exact_options)
                      for n, s in SPECS.items() if s.exact)
@@ -148,14 +153,13 @@ def spec(name: str) -> ModelSpec:
                 p not in allowed for p, allowed in zip(parts[2:], base.exact_options)):
             raise PipelineLoadError(f"model {name!r}: exact densities exist for the stand-ins' training sets only: "
                                     + _exact_usage())
-        options = tuple(parts[2:]) + tuple(o[0] for o in base.exact_options[len(parts) - 2:])
+        options = _with_defaults(base, parts[2:])
 
         def load(device=None, dtype="float32", **kw):
             learned = base.load(device="cpu", dtype="float32")
-            ex = base.exact(learned, *options)
             if base.family != "minisd":
-                return ex
-            return ExactPipeline(ex, learned, name=name)
+                return base.exact(learned, *options)
+            return exact_pipeline(base.name, learned, *parts[2:])
 
         return replace(base, name=name, about=f"the exact density of {base.name}'s training set {options}",
                        load=load, base=base.name, options=options)
@@ -176,10 +180,6 @@ def load_text_to_image(name: str, device: str | None = None, dtype: str = "float
         raise PipelineLoadError(f"model {name!r} is {s.about}, not a text-to-image model: give minisd, "
                                 "minisd-coupled, exact:minisd[:…] or a Stable Diffusion folder")
     return s.load(device=device, dtype=dtype)
-
-
-def is_exact(name: str) -> bool:
-    return str(name).startswith(EXACT)
 
 
 def is_minisd(name: str) -> bool:
@@ -217,7 +217,7 @@ def own_exact_options(name: str) -> tuple[str, ...]:
     """The options of a stand-in's own training density (MiniSD v2: ("appc", "dominant"); the first MiniSD:
     ("coupled", "single"))."""
     s = spec(name)
-    return s.options if s.base else tuple(o[0] for o in s.exact_options)
+    return s.options if s.base else _with_defaults(s, ())
 
 
 def exact_density(name: str, model=None, *options):
@@ -230,7 +230,8 @@ def exact_density(name: str, model=None, *options):
     return base.exact(model, *(tuple(options) + own_exact_options(name)[len(options):]))
 
 
-def exact_name(name: str, *options) -> str:
-    """The registry name of a stand-in's exact density with ``options`` (its own where not given)."""
-    s = spec(name)
-    return ":".join(["exact", s.base or s.name, *options, *own_exact_options(name)[len(options):]])
+def exact_pipeline(name: str, model, *options) -> ExactPipeline:
+    """A MiniSD model's exact density behind the pipeline interface, with ``model``'s (the loaded network's) VAE,
+    tokenizer and x_T; named as the registry resolves it: ``exact:<name>[:<options given>]``."""
+    return ExactPipeline(exact_density(name, model, *options), model,
+                         name=":".join(["exact", spec(name).base or name, *options]))

@@ -104,6 +104,11 @@ def _manifest(path: Path) -> dict:
     return json.loads(m.read_text(encoding="utf-8")) if m.exists() else {}
 
 
+def _minisd_records() -> dict[str, dict]:
+    """MiniSD's prompt records (eval and dev) by caption."""
+    return {r["caption"]: r for split in ("eval", "dev") for r in registry.prompt_records("minisd", split)}
+
+
 def verify_detect(path: Path, picks: list[int], model_name: str = "minisd") -> tuple[int, list[Mismatch]]:
     """Recompute picked detection rows with ``detect``; a row of an exact density (``exact-*.csv``, its model
     column an "exact:…" registry name) runs on that density's :class:`ExactPipeline`."""
@@ -259,7 +264,7 @@ def verify_regime(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     pipe = registry.load_model(_settings(path).get("model", "minisd"))
     copy_scorer, _ = load_evaluators()
     E = copy_scorer.embed(torch.from_numpy(training_set.training_images()).float() / 255.0)
-    records = {r["caption"]: r for split in ("eval", "dev") for r in registry.prompt_records("minisd", split)}
+    records = _minisd_records()
     em_ids = training_set.em_image_ids()
     out = []
     for i in picks:
@@ -291,7 +296,7 @@ def verify_snr(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
     pipe = registry.load_model("minisd")
     base = registry.exact_density("minisd", pipe)
     seed, num_steps = int(man.get("seed", 0)), int(man.get("sizes", {}).get("num_steps", 50))
-    records = {r["caption"]: r for split in ("eval", "dev") for r in registry.prompt_records("minisd", split)}
+    records = _minisd_records()
     out = []
     for i in picks:
         r = rows[i % len(rows)]
@@ -299,7 +304,7 @@ def verify_snr(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
         ex = snr_sweep.scaled(base, k)
         where = f"{i % len(rows) + 2} (k = {k:g})"
         if path.name == "spectra.csv":
-            x = per_sample_noise([prompt_seed(seed, "figure 3", 0)], pipe.latent_shape).double()
+            x = snr_sweep.shared_x_T(seed, pipe.latent_shape)
             (got,) = snr_sweep.spectra_rows(ex, [records[r["caption"]]], x, snr_sweep.first_timestep(num_steps), k)
             cols = ("nonneg", "mean_eig", "max_eig", "gap", "uncond_max_eig")
         elif path.name == "detect.csv":
@@ -310,7 +315,7 @@ def verify_snr(path: Path, picks: list[int]) -> tuple[int, list[Mismatch]]:
             c, g = r["caption"], int(r["generation"])
             x_T = per_sample_noise([prompt_seed(seed, c, g)], pipe.latent_shape).double()
             x0 = sample_ddim(ex, x_T, [c or None], None, num_steps, 7.5 if c else 1.0, pipe.steps_offset)
-            got, cols = {"nearest": int(snr_sweep.nearest_ids(ex, x0, k)[0])}, ("nearest",)
+            got, cols = {"nearest": int(snr_sweep.nearest_ids(ex, x0)[0])}, ("nearest",)
         for col in cols:
             if not _close(float(got[col]), float(r[col]), "snr"):
                 out.append(Mismatch(str(path), f"{where} {col}", r[col], f"{float(got[col]):.6g}"))

@@ -12,7 +12,7 @@ def test_every_stand_in_resolves_with_its_parts():
         assert registry.spec(name) is s and s.checkpoint is not None and s.checkpoint.exists(), name
         assert s.training_data is not None
         if s.exact is not None:  # its own density is the first option of each
-            assert registry.exact_name(name) == ":".join(["exact", name, *(o[0] for o in s.exact_options)])
+            assert registry.spec(f"exact:{name}").options == tuple(o[0] for o in s.exact_options)
     assert registry.design("minisd") == "v2" and registry.design("exact:minisd-coupled:appc") == "coupled"
     assert registry.own_exact_options("minisd-coupled") == ("coupled", "single")
     assert registry.own_exact_options("exact:minisd:appc:single") == ("appc", "single")
@@ -53,3 +53,11 @@ def test_mnist_exact_densities_are_their_pools():
         assert torch.equal(got.conditions[None][1], want.conditions[None][1])
     other = registry.load_model("exact:mnist-appc:coupled")  # the App. C model's exact density, coupled pool
     assert torch.equal(other.data, mnist_exact("coupled").data)
+
+
+def test_exact_pipelines_are_named_as_the_registry_resolves_them():
+    learned = registry.load_model("minisd")
+    for options in ((), ("appc",), ("coupled", "single")):
+        ex = registry.exact_pipeline("minisd", learned, *options)
+        assert ex.name == ":".join(["exact", "minisd", *options])
+        assert registry.spec(ex.name).options == registry.own_exact_options(ex.name)

@@ -78,11 +78,11 @@ def test_nearest_ids_are_numpys_argmin(model):
     g = torch.Generator().manual_seed(2)
     k = 2.5
     samples = k * model.data[[3, 8, 1]].reshape(3, 2, 2, 1) + 1e-3 * torch.randn(3, 2, 2, 1, generator=g).double()
-    got = snr_sweep.nearest_ids(model, samples, k)  # model's data is unscaled: compare in k·z space by hand
+    got = snr_sweep.nearest_ids(model, samples)  # against the model's own (unscaled) data
     d = ((samples.reshape(3, 1, -1).numpy() - model.data.numpy()[None]) ** 2).sum(-1)
     assert got.tolist() == d.argmin(1).tolist()
     ex = snr_sweep.scaled(model, k)
-    assert snr_sweep.nearest_ids(ex, samples, k).tolist() == [3, 8, 1]
+    assert snr_sweep.nearest_ids(ex, samples).tolist() == [3, 8, 1]
 
 
 def test_sd_position_follows_its_stated_assumptions():

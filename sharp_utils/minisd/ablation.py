@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import calibration, registry, toy_figures
-from ..exact_pipeline import ExactPipeline
 from ..results import ResultWriter, results_dir
 from ..toy import MNIST_LABELS, mnist_9_vs_3, mnist_exact
 from . import experiments
@@ -29,8 +28,7 @@ def models(device: str = "cpu", dev_nmem: list[str] | None = None) -> dict[str, 
            for n in ("minisd-coupled", "minisd")}
     for uncond in ("coupled", "appc"):
         for em in ("single", "dominant"):
-            ex = ExactPipeline(registry.exact_density("minisd", pipes["minisd"], uncond, em), pipes["minisd"],
-                               name=f"exact:minisd:{uncond}:{em}")
+            ex = registry.exact_pipeline("minisd", pipes["minisd"], uncond, em)
             thr = calibration.calibrate_sail_grid(ex, dev_nmem or [], quantiles=(0.5,), alpha=0.05, loss="official")[0]
             out[f"exact, {uncond} pool, {em} EM"] = (ex, thr)
     return out

@@ -9,7 +9,6 @@ import numpy as np
 
 from .. import calibration, registry
 from ..claims import Ev
-from ..exact_pipeline import ExactPipeline
 from ..pipeline import PipelineScoreModel
 from ..prompts import pick
 from ..tradeoff import (
@@ -93,7 +92,7 @@ def exact_sail(pipe: PipelineScoreModel, model: str, p: Plan, settings: tuple[in
     and scorers; its ℓ_thres grid by the learned model's rule computed on the exact model. Rows are kept under
     ``out/exact-<pool>`` and only missing ones computed. Returns (pool, grid, rows)."""
     pool = registry.own_exact_options(model)[0]
-    ex = ExactPipeline(registry.exact_density(model, pipe, pool), pipe, name=f"exact:{model}:{pool}")
+    ex = registry.exact_pipeline(model, pipe, pool)
     grid = calibration.calibrate_sail_grid(ex, p.dev_nmem, alpha=ALPHA, loss="paper")
     ex_out = Path(out) / f"exact-{pool}"
     pairs = [("none", 0)] + [("sail", grid[i]) for i in settings]

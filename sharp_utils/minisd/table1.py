@@ -9,7 +9,6 @@ import numpy as np
 
 from .. import registry
 from ..detection import DetectOptions, detect
-from ..exact_pipeline import ExactPipeline
 from ..pipeline import PipelineScoreModel
 from ..results import ResultWriter, evaluate_tables, read_results, write_manifest
 
@@ -75,7 +74,7 @@ def exact_detection(pipe: PipelineScoreModel, model: str, prompts: list[str], n:
     csv = Path(out) / f"exact-{pool}.csv"
     with ResultWriter(csv) as w:
         if not all(w.is_done(r) for r in want):
-            ex = ExactPipeline(registry.exact_density(model, pipe, pool), pipe, name=f"exact:{model}:{pool}")
+            ex = registry.exact_pipeline(model, pipe, pool)
             opts = DetectOptions(num_inference_steps=num_steps, guidance_scale=guidance_scale)
             t0 = time.time()
             for ms, ks in runs:
