@@ -140,7 +140,7 @@ def verify_mnist_copies(path: Path, picks: list[int]) -> tuple[int, list[Mismatc
     for i in picks:
         r = rows[i % len(rows)]
         d = float(toy_figures.mnist_copy_distances(model, data, r["group"], [int(r["seed"])], settings["guidance"],
-                                         settings["num_steps"])[0])
+                                                   settings["num_steps"])[0])
         if not _close(d, float(r["distance"]), "mnist-copies"):
             out.append(
                 Mismatch(str(path), f"{i % len(rows) + 2} ({r['group']}, seed {r['seed']})", r["distance"], f"{d:.6f}")
@@ -168,7 +168,7 @@ def _recompute_spectrum(folder: str, meta: dict, x: np.ndarray) -> np.ndarray:
 
     pipe, cond = _minisd(meta)
     return path_spectra.spectrum(pipe, torch.from_numpy(x).to(pipe.dtype), meta["t"], cond, k=meta["k"],
-                      dense_max=10**6 if meta["dense"] else 0)
+                                 dense_max=10**6 if meta["dense"] else 0)
 
 
 def _recompute_point(folder: str, meta: dict, x: np.ndarray) -> list[float]:

@@ -225,7 +225,7 @@ def test_verify_memorization_scores_its_own_generations(scorers, data):
     images = data["images"][:10]
     k = 10  # DDIM steps (every property below holds at any count)
     rows, gen = experiments.verify_memorization(tiny, recs, copy_scorer, align_scorer, n=2, seed=0, images=images,
-                                      guidance_scale=3.0, num_steps=k)
+                                                guidance_scale=3.0, num_steps=k)
     assert gen.shape[0] == 4 and len(rows) == 4
     again = experiments.generate_images(tiny, caps, 2, 0, num_steps=k, guidance_scale=3.0)
     assert torch.allclose(gen, again, atol=1e-6)

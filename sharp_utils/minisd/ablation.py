@@ -48,10 +48,10 @@ def rows(models_: dict, copy_scorer, em_recs, det_recs, sail_recs, cfg: dict, ou
         udir = (out / f"uncond_exact_{name.split(', ')[1].split()[0]}" if name.startswith("exact")
                 else results_dir("03_sd_eigen_spectra", profile) if m is v2 else None)
         table[name] = experiments.regime_row(m, copy_scorer, em_recs, det_recs, sail_recs, thr, out / slug(name), seed,
-                                   cfg["n_uncond"], cfg["em_n"], cfg["det_n"], cfg["sep"], cfg["sail_n"],
-                                   cfg["sail_max_steps"], cfg["num_steps"], uncond_dir=udir,
-                                   model_name=name.split("(")[-1].rstrip(")") if name.startswith("learned")
-                                   else getattr(m, "name", ""))
+                                             cfg["n_uncond"], cfg["em_n"], cfg["det_n"], cfg["sep"], cfg["sail_n"],
+                                             cfg["sail_max_steps"], cfg["num_steps"], uncond_dir=udir,
+                                             model_name=name.split("(")[-1].rstrip(")") if name.startswith("learned")
+                                             else getattr(m, "name", ""))
         table[name]["sail_setting"] = thr
     return table
 

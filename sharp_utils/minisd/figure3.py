@@ -109,9 +109,9 @@ class Spectra:
         if s is not None and key in s.data and s.input(key, "x") is not None:
             return s.meta[key]["t"], torch.from_numpy(s.input(key, "x"))[None]
         if (caption, seed) not in self._paths:
-            self._paths[(caption, seed)] = path_spectra.path_points(self.pipe, self.pipe.initial_noise([seed]),
-                                                         self.pipe.encode([caption]), list(range(self.num_steps)),
-                                                         self.num_steps)
+            self._paths[(caption, seed)] = path_spectra.path_points(
+                self.pipe, self.pipe.initial_noise([seed]), self.pipe.encode([caption]), list(range(self.num_steps)),
+                self.num_steps)
         return self._paths[(caption, seed)][step]
 
     def __call__(self, caption: str, seed: int, step: int, conditional: bool = True) -> np.ndarray:

@@ -400,7 +400,7 @@ def verify(args) -> None:
     clean = lambda x: round(float(((x < 0.02) | (x > 0.98)).float().mean()), 4)  # noqa: E731  share of pixels at 0 or 1
     for w in args.guidance:
         rows, gen = experiments.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
-                                          guidance_scale=w, num_steps=args.steps)
+                                                    guidance_scale=w, num_steps=args.steps)
         pixels = {"pixel_mse_to_own_median": round(float(((gen.float() - own) ** 2).mean((1, 2, 3)).median()), 5),
                   "clean_pixel_share": clean(gen.float()), "clean_pixel_share_training_images": clean(own)}
         ok = [r["copy_own"] > copy_scorer.threshold for r in rows]
@@ -432,7 +432,7 @@ def verify_nmem(args) -> None:
     kind = {r["caption"]: r["kind"] for r in recs}
     for w in args.guidance:
         rows, _ = experiments.verify_memorization(model, recs, copy_scorer, align_scorer, n=args.n, seed=args.seed,
-                                        guidance_scale=w, num_steps=args.steps)
+                                                  guidance_scale=w, num_steps=args.steps)
         aligned = lambda k=None: _rate([r["alignment"] > align_scorer.threshold for r in rows  # noqa: E731
                                         if k is None or kind[r["caption"]] == k], "rate")
         print(json.dumps({"checkpoint": str(args.checkpoint), "guidance": w, "steps": args.steps, "category": "nmem",
